@@ -1,0 +1,108 @@
+# datadog-csi — every target a user or CI relies on. See README.md.
+#
+# Generated things live in bin/, .cache/ and dist/ (gitignored). Expensive,
+# version-keyed artifacts (Kubernetes binaries, the offline kind node image,
+# the dedicated dockerd's data root) live OUTSIDE the checkout, in CACHE_DIR,
+# so a fresh clone on a warm machine rebuilds nothing.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/datadog-csi
+export CACHE_DIR
+export PATH := $(BIN):$(PATH)
+export GOFLAGS ?= -buildvcs=false
+
+.PHONY: help
+help: ## list targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+## ---- the two commands -------------------------------------------------------
+
+.PHONY: test
+test: lint unit charts integration e2e ## everything: lint, unit, charts, integration, e2e (creates the cluster)
+
+.PHONY: demo
+demo: ## create/reuse the cluster, install everything, replay the baseline scenario
+	ci/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## remove what make demo installed
+	ci/demo.sh down
+
+## ---- building blocks ----------------------------------------------------------
+
+.PHONY: tools
+tools: ## pinned tools into ./bin (kind, helm v3/v4, kubectl, helm-docs, ct, benchstat)
+	ci/tools.sh
+
+.PHONY: build
+build: ## the product binaries into ./bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./driver/cmd/... ./webhook/cmd/...
+
+.PHONY: lint
+lint: ## gofmt, go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^tests/') ); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	cd tests && $(GO) vet ./...
+
+.PHONY: unit
+unit: ## unit tests of the product module (real bind mounts: run as root)
+	$(GO) test -count=1 ./...
+
+.PHONY: k8s-bins
+k8s-bins: ## build Kubernetes, etcd, coredns, crictl from the Go proxy into CACHE_DIR (cached)
+	ci/k8s-build.sh
+
+.PHONY: integration
+integration: k8s-bins ## tests against a real etcd + kube-apiserver started as processes
+	cd tests && K8S_BIN_DIR=$$(../ci/k8s-build.sh --print-bin-dir) $(GO) test -count=1 ./integration/...
+
+.PHONY: images
+images: ## build the driver, webhook and test images locally (no registry)
+	ci/images.sh
+
+.PHONY: cluster
+cluster: tools ## create or reuse the kind cluster datadog-csi (offline unless KIND_NODE_IMAGE is set)
+	ci/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## delete the cluster and everything make cluster set up on the host
+	ci/cluster.sh down
+
+.PHONY: e2e
+e2e: cluster images ## end-to-end tests on the kind cluster
+	ci/e2e.sh
+
+.PHONY: bench
+bench: ## Go benchmarks (driver publish/unpublish vs raw syscalls, webhook vs no-op)
+	$(GO) test -run '^$$' -bench . -benchmem -count=6 ./driver/... ./webhook/... | tee .cache/bench.txt
+
+.PHONY: bench-e2e
+bench-e2e: cluster images ## pod start overhead on kind: csi vs hostip
+	ci/e2e.sh -bench
+
+## ---- charts -----------------------------------------------------------------------
+
+.PHONY: charts
+charts: tools docs-check chart-repo ## helm lint (v3+v4), ct lint, render tests, chart repo test
+	ci/charts.sh
+
+.PHONY: docs
+docs: tools ## regenerate chart READMEs with helm-docs
+	bin/helm-docs --chart-search-root charts
+
+.PHONY: docs-check
+docs-check: docs ## fail if a chart README is stale
+	@git diff --exit-code -- 'charts/*/README.md' || { echo "chart READMEs are stale: run 'make docs' and commit"; exit 1; }
+
+.PHONY: chart-repo
+chart-repo: tools ## package the charts and write dist/charts/index.yaml
+	ci/chart-repo.sh
+
+.PHONY: clean
+clean: ## remove generated things in the checkout (not CACHE_DIR)
+	rm -rf bin .cache dist
