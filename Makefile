@@ -88,8 +88,8 @@ bench-e2e: cluster images ## pod start overhead on kind: csi vs hostip
 ## ---- charts -----------------------------------------------------------------------
 
 .PHONY: charts
-charts: tools docs-check chart-repo ## helm lint (v3+v4), ct lint, render tests, chart repo test
-	ci/charts.sh
+charts: tools docs-check chart-repo k8s-bins ## helm lint (v3+v4), ct lint, render tests, chart repo test, install on a real apiserver
+	K8S_BIN_DIR=$$(ci/k8s-build.sh --print-bin-dir) ci/charts.sh
 
 .PHONY: docs
 docs: tools ## regenerate chart READMEs with helm-docs

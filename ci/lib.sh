@@ -21,10 +21,16 @@ die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 # names the step and shows the log's tail, so a red CI says where to look.
 step() {
 	local name=$1; shift
-	local logf=$LOG_DIR/$name.log s=$(date +%s)
+	local logf=$LOG_DIR/$name.log s rc
+	s=$(date +%s)
 	log "$name ..."
-	if ! "$@" >"$logf" 2>&1; then
-		printf '\nERROR: step %q failed; last lines of %s:\n' "$name" "$logf" >&2
+	# Not `if ! cmd`: bash ignores errexit inside a condition, even in functions.
+	set +e
+	( set -e; "$@" ) >"$logf" 2>&1
+	rc=$?
+	set -e
+	if (( rc != 0 )); then
+		printf '\nERROR: step %q failed (exit %d); last lines of %s:\n' "$name" "$rc" "$logf" >&2
 		tail -n 40 "$logf" >&2
 		exit 1
 	fi

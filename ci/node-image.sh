@@ -67,7 +67,7 @@ customize_rootfs() {
 	install -m 0644 "$KIND_FILES"/etc/crictl.yaml "$r/etc/"
 	install -m 0644 "$KIND_FILES"/etc/default/kubelet "$r/etc/default/"
 	install -m 0644 "$KIND_FILES"/etc/sysctl.d/* "$r/etc/sysctl.d/"
-	install -m 0644 "$KIND_FILES"/etc/systemd/system/*.s* "$r/etc/systemd/system/"
+	find "$KIND_FILES/etc/systemd/system" -maxdepth 1 -type f -exec install -m 0644 {} "$r/etc/systemd/system/" \;
 	install -m 0644 "$KIND_FILES"/etc/systemd/system/kubelet.service.d/* "$r/etc/systemd/system/kubelet.service.d/"
 	rm -f "$r/etc/systemd/system/containerd-fuse-overlayfs.service"
 	# containerd: Debian's binary; no Limit*/OOMScoreAdjust (raising them needs
@@ -129,10 +129,25 @@ YAML
 	cp "$r/kind/manifests/default-storage.yaml" "$WORK/default-storage.yaml"
 }
 
+# with_node_config SOURCE TARGET: the image config of kind's node (docker
+# import/commit cannot set STOPSIGNAL; a FROM-local-image build can, pulling nothing).
+with_node_config() {
+	local ctx; ctx=$(mktemp -d)
+	cat >"$ctx/Dockerfile" <<DOCKERFILE
+FROM $1
+ENV container=docker
+STOPSIGNAL SIGRTMIN+3
+ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]
+CMD []
+DOCKERFILE
+	docker build -q -t "$2" "$ctx"
+	rm -rf "$ctx"
+}
+
 build_base() {
-	tar -C "$WORK/rootfs" -c . | docker import \
-		--change 'ENV container=docker' --change 'STOPSIGNAL SIGRTMIN+3' \
-		--change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' - "$BASE_IMAGE"
+	tar -C "$WORK/rootfs" -c . | docker import - "$BASE_IMAGE-rootfs"
+	with_node_config "$BASE_IMAGE-rootfs" "$BASE_IMAGE"
+	docker rmi "$BASE_IMAGE-rootfs" >/dev/null
 	rm -rf "$WORK/rootfs"
 }
 
@@ -214,11 +229,10 @@ build_node() {
 		rm -f /components.tar /tmp/containerd.log
 		rm -rf /run/containerd'
 	docker stop -t 1 dcsi-node-build >/dev/null
-	docker commit \
-		--change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' --change 'CMD []' \
-		--change 'STOPSIGNAL SIGRTMIN+3' --change 'ENV container=docker' \
-		dcsi-node-build "$NODE_IMAGE"
+	docker commit dcsi-node-build "$NODE_IMAGE-committed"
 	docker rm -f dcsi-node-build >/dev/null
+	with_node_config "$NODE_IMAGE-committed" "$NODE_IMAGE"
+	docker rmi "$NODE_IMAGE-committed" >/dev/null
 	rm -f "$WORK/components.tar"
 }
 

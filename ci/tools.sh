@@ -19,19 +19,35 @@ TOOLS=(
 
 # Tools are built in a scratch module (not `go install`), so modules with
 # replace directives build too and the exact version is what go.mod says.
+tool_ldflags() {
+	local name=$1 version=$2 ldflags="-s -w"
+	case $name in
+		# The Kubernetes version Helm reports to templates (.Capabilities) comes
+		# from ldflags in upstream builds; without them it says 1.20.
+		helm) ldflags+=" -X helm.sh/helm/v3/internal/version.version=$version"
+			local k8s_minor=${K8S_VERSION#v1.}
+			ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${k8s_minor%%.*}" ;;
+		helm4) ldflags+=" -X helm.sh/helm/v4/internal/version.version=$version" ;;
+		kind) ;;
+	esac
+	echo "$ldflags"
+}
+
+# tool_dir: keyed by everything that makes the binary, so a changed recipe rebuilds.
+tool_dir() {
+	local name=$1 version=$3
+	echo "$CACHE_DIR/tools/$name-$version-$(echo "$* $(tool_ldflags "$name" "$version")" | sha256sum | cut -c1-8)"
+}
+
 build_tool() {
 	local name=$1 module=$2 version=$3 pkg=$4
-	local dir=$CACHE_DIR/tools/$name-$version
+	local dir ldflags
+	dir=$(tool_dir "$@")
+	ldflags=$(tool_ldflags "$name" "$version")
 	[[ -x $dir/$name ]] && return 0
 	rm -rf "$dir/src" && mkdir -p "$dir/src"
 	printf 'module toolbuild\n\ngo 1.26\n' >"$dir/src/go.mod"
 	echo "package main" >"$dir/src/doc.go"
-	local ldflags="-s -w"
-	case $name in
-		helm) ldflags+=" -X helm.sh/helm/v3/internal/version.version=$version" ;;
-		helm4) ldflags+=" -X helm.sh/helm/v4/internal/version.version=$version" ;;
-		kind) ;;
-	esac
 	(cd "$dir/src" && go get "$pkg@$version" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/$name.tmp" "$pkg")
 	mv "$dir/$name.tmp" "$dir/$name"
 }
@@ -39,7 +55,7 @@ build_tool() {
 install_tool() {
 	local name=$1 module=$2 version=$3 pkg=$4
 	with_lock "tool-$name" step "tool-$name-$version" build_tool "$name" "$module" "$version" "$pkg"
-	cp -f "$CACHE_DIR/tools/$name-$version/$name" "$BIN_DIR/$name"
+	cp -f "$(tool_dir "$@")/$name" "$BIN_DIR/$name"
 }
 
 selected() { [[ $# -eq 0 ]] && return 0; local n; for n in "${SELECT[@]}"; do [[ $n == "$1" ]] && return 0; done; return 1; }

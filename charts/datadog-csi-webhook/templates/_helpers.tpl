@@ -1,0 +1,123 @@
+{{/*
+Helpers of the datadog-csi-webhook chart. Every name starts with the chart
+name so that, inside the datadog-csi umbrella, they never collide with the
+driver chart's helpers.
+*/}}
+
+{{- define "datadog-csi-webhook.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* release-chart, or fullnameOverride; the release name alone if it already contains the chart name. */}}
+{{- define "datadog-csi-webhook.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "datadog-csi-webhook.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "datadog-csi-webhook.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "datadog-csi-webhook.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* app.kubernetes.io labels of every object. */}}
+{{- define "datadog-csi-webhook.labels" -}}
+helm.sh/chart: {{ include "datadog-csi-webhook.chart" . }}
+{{ include "datadog-csi-webhook.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: admission-webhook
+app.kubernetes.io/part-of: datadog-csi
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The webhook image tag: image.tag, or the appVersion when unset; empty fails. */}}
+{{- define "datadog-csi-webhook.imageTag" -}}
+{{- $tag := .Values.image.tag }}
+{{- if kindIs "invalid" $tag }}
+{{- .Chart.AppVersion }}
+{{- else if eq (toString $tag | trim) "" }}
+{{- fail "image.tag is empty: set it to an image tag, or leave it unset (null) to use the chart's appVersion" }}
+{{- else }}
+{{- toString $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Checks an absolute, clean path and returns it. Argument: (list "value.name" value). */}}
+{{- define "datadog-csi-webhook.absPath" -}}
+{{- $name := index . 0 }}
+{{- $path := toString (index . 1) }}
+{{- if not (regexMatch "^(/([^/.][^/]*|\\.[^/.][^/]*|\\.\\.[^/]+))+$" $path) }}
+{{- fail (printf "%s must be an absolute, clean path like /var/run/datadog/apm.socket (no trailing slash, no . or .. segments); got %q" $name $path) }}
+{{- end }}
+{{- $path }}
+{{- end }}
+
+{{- define "datadog-csi-webhook.apmSocketPath" -}}
+{{- $g := (.Values.global | default dict).apmHostSocketPath }}
+{{- if $g }}
+{{- include "datadog-csi-webhook.absPath" (list "global.apmHostSocketPath" $g) }}
+{{- else }}
+{{- include "datadog-csi-webhook.absPath" (list "apmSocketPath" .Values.apmSocketPath) }}
+{{- end }}
+{{- end }}
+
+{{- define "datadog-csi-webhook.dsdSocketPath" -}}
+{{- $g := (.Values.global | default dict).dsdHostSocketPath }}
+{{- if $g }}
+{{- include "datadog-csi-webhook.absPath" (list "global.dsdHostSocketPath" $g) }}
+{{- else }}
+{{- include "datadog-csi-webhook.absPath" (list "dsdSocketPath" .Values.dsdSocketPath) }}
+{{- end }}
+{{- end }}
+
+{{/* The validated agentCommunicationMode, lower-cased as the Cluster Agent accepts it. */}}
+{{- define "datadog-csi-webhook.mode" -}}
+{{- $mode := toString .Values.agentCommunicationMode | trim | lower }}
+{{- if not (has $mode (list "hostip" "service" "socket" "csi" "auto")) }}
+{{- fail (printf "agentCommunicationMode %q is not one of hostip, service, socket, csi, auto" (toString .Values.agentCommunicationMode)) }}
+{{- end }}
+{{- $mode }}
+{{- end }}
+
+{{- define "datadog-csi-webhook.tlsMode" -}}
+{{- $mode := toString .Values.tlsMode }}
+{{- if not (has $mode (list "selfManaged" "certManager" "existingSecret")) }}
+{{- fail (printf "tlsMode %q is not one of selfManaged, certManager, existingSecret" $mode) }}
+{{- end }}
+{{- if and (eq $mode "existingSecret") (not .Values.tlsSecretName) }}
+{{- fail "tlsMode existingSecret needs tlsSecretName: the name of your kubernetes.io/tls Secret" }}
+{{- end }}
+{{- if and (eq $mode "existingSecret") (not .Values.tlsCABundle) }}
+{{- fail "tlsMode existingSecret needs tlsCABundle: the base64-encoded PEM of the CA that signed the certificate" }}
+{{- end }}
+{{- $mode }}
+{{- end }}
+
+{{- define "datadog-csi-webhook.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "datadog-csi-webhook.fullname" .)) .Values.tlsSecretName }}
+{{- end }}
+
+{{/* Webhook names must be fully qualified; this one is unique per release. */}}
+{{- define "datadog-csi-webhook.webhookName" -}}
+{{- printf "%s.agent-config.datadog-csi.io" (include "datadog-csi-webhook.fullname" .) }}
+{{- end }}
+
+{{- define "datadog-csi-webhook.excludedNamespaces" -}}
+{{- $ns := list }}
+{{- range .Values.excludedNamespaces }}
+{{- $ns = append $ns (toString .) }}
+{{- end }}
+{{- $ns = append $ns .Release.Namespace | uniq }}
+{{- join "," $ns }}
+{{- end }}

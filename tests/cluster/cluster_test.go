@@ -1,0 +1,201 @@
+// Package cluster tests the offline kind cluster that `make cluster` builds:
+// that it is sealed (no packet from it leaves through another interface) and
+// that it runs what the project needs (privileged pods with Bidirectional
+// mount propagation). Run it with `make e2e`, which creates the cluster first.
+package cluster
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	nodeContainer = "datadog-csi-control-plane"
+	clusterBridge = "dcsi-kind0"
+	// The "outside world" of the seal test: a network namespace of our own with
+	// an address of the documentation range, reached through a veth whose host
+	// end is NOT the cluster bridge.
+	outsideNS   = "dcsi-seal-outside"
+	outsideHost = "dcsi-seal0"
+	outsideIP   = "198.51.100.2"
+)
+
+func repoRoot(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+func run(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func mustRun(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := run(t, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// offline reports whether the cluster is the offline one (sealed, dedicated dockerd).
+func offline() bool { return os.Getenv("KIND_NODE_IMAGE") == "" }
+
+func requireCluster(t *testing.T) (kubectl string) {
+	t.Helper()
+	root := repoRoot(t)
+	kubeconfig := filepath.Join(root, ".cache", "kubeconfig")
+	kubectl = filepath.Join(root, "bin", "kubectl")
+	if _, err := os.Stat(kubeconfig); err != nil {
+		t.Fatalf("no cluster: %s missing — run `make cluster`", kubeconfig)
+	}
+	os.Setenv("KUBECONFIG", kubeconfig)
+	if offline() && os.Getenv("DOCKER_HOST") == "" {
+		os.Setenv("DOCKER_HOST", "unix:///run/datadog-csi/docker.sock")
+	}
+	if out, err := run(t, "docker", "inspect", "-f", "{{.State.Running}}", nodeContainer); err != nil || strings.TrimSpace(out) != "true" {
+		t.Fatalf("node container %s not running (%v: %s) — run `make cluster`", nodeContainer, err, out)
+	}
+	return kubectl
+}
+
+func TestClusterIsSealed(t *testing.T) {
+	if !offline() {
+		t.Log("KIND_NODE_IMAGE is set: the cluster uses the machine's own docker network, which this project does not seal")
+		return
+	}
+	requireCluster(t)
+
+	rules := mustRun(t, "iptables", "-S", "FORWARD")
+	if !strings.Contains(rules, "-A FORWARD -i "+clusterBridge+" ! -o "+clusterBridge+" -j REJECT") {
+		t.Fatalf("FORWARD has no seal rule for %s:\n%s", clusterBridge, rules)
+	}
+	routes := mustRun(t, "ip", "route", "show", "type", "prohibit")
+	for _, cidr := range []string{"10.244.0.0/16", "10.96.0.0/16"} {
+		if !strings.Contains(routes, cidr) {
+			t.Errorf("no prohibit route for %s on the host:\n%s", cidr, routes)
+		}
+	}
+
+	// An outside host of our own: veth into a namespace we made, routed on the host.
+	run(t, "ip", "netns", "del", outsideNS)
+	run(t, "ip", "link", "del", outsideHost)
+	mustRun(t, "ip", "netns", "add", outsideNS)
+	t.Cleanup(func() { run(t, "ip", "link", "del", outsideHost); run(t, "ip", "netns", "del", outsideNS) })
+	mustRun(t, "ip", "link", "add", outsideHost, "type", "veth", "peer", "name", "eth0", "netns", outsideNS)
+	mustRun(t, "sysctl", "-qw", "net.ipv6.conf."+outsideHost+".disable_ipv6=1")
+	mustRun(t, "ip", "netns", "exec", outsideNS, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+	// Count, in the outside host, every packet that does not come from the host end.
+	mustRun(t, "ip", "netns", "exec", outsideNS, "iptables", "-A", "INPUT", "!", "-s", "198.51.100.1", "-j", "ACCEPT")
+	mustRun(t, "ip", "addr", "add", "198.51.100.1/30", "dev", outsideHost)
+	mustRun(t, "ip", "link", "set", outsideHost, "up")
+	mustRun(t, "ip", "netns", "exec", outsideNS, "ip", "addr", "add", outsideIP+"/30", "dev", "eth0")
+	mustRun(t, "ip", "netns", "exec", outsideNS, "ip", "link", "set", "eth0", "up")
+	mustRun(t, "ip", "netns", "exec", outsideNS, "ip", "link", "set", "lo", "up")
+	mustRun(t, "ip", "netns", "exec", outsideNS, "ip", "route", "add", "default", "via", "198.51.100.1")
+
+	// Control: the host reaches the outside host (no listener: the kernel
+	// answers RST, "Connection refused"), so the path exists and the seal
+	// check below can fail.
+	out, _ := run(t, "bash", "-c", "timeout 5 bash -c 'echo > /dev/tcp/"+outsideIP+"/9' 2>&1")
+	if !strings.Contains(out, "refused") {
+		t.Fatalf("control: the host does not reach %s as expected: %q", outsideIP, out)
+	}
+
+	rxBefore := rxPackets(t)
+	start := time.Now()
+	out, err := run(t, "docker", "exec", nodeContainer, "bash", "-c", "timeout 5 bash -c 'echo > /dev/tcp/"+outsideIP+"/9' 2>&1")
+	if err == nil {
+		t.Fatalf("the node connected to %s outside the cluster network: %s", outsideIP, out)
+	}
+	if !strings.Contains(out, "No route to host") && !strings.Contains(out, "unreachable") {
+		t.Errorf("node → outside: want an immediate reject (ICMP admin-prohibited), got %q after %s", out, time.Since(start))
+	}
+	if rx := rxPackets(t); rx != rxBefore {
+		t.Errorf("the outside host received %d packet(s) from the cluster", rx-rxBefore)
+	}
+}
+
+// rxPackets is the count of packets the outside host got from anyone but the host.
+func rxPackets(t *testing.T) int {
+	t.Helper()
+	out := mustRun(t, "ip", "netns", "exec", outsideNS, "iptables", "-L", "INPUT", "-v", "-x", "-n")
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 2 && f[2] == "ACCEPT" {
+			var n int
+			fmt.Sscan(f[0], &n)
+			return n
+		}
+	}
+	t.Fatalf("no counting rule in the outside host:\n%s", out)
+	return 0
+}
+
+// A privileged pod with Bidirectional mount propagation: a mount it makes
+// under a hostPath must appear on the node (what the CSI driver relies on).
+func TestPrivilegedBidirectionalPropagation(t *testing.T) {
+	kubectl := requireCluster(t)
+	ns := fmt.Sprintf("cluster-test-%d", time.Now().UnixNano()%100000)
+	mustRun(t, kubectl, "create", "namespace", ns)
+	t.Cleanup(func() { run(t, kubectl, "delete", "namespace", ns, "--wait=false") })
+	mustRun(t, kubectl, "label", "namespace", ns, "pod-security.kubernetes.io/enforce=privileged")
+	manifest := `apiVersion: v1
+kind: Pod
+metadata: {name: propagator}
+spec:
+  containers:
+  - name: c
+    image: ghcr.io/datadog-csi/test-app:dev
+    imagePullPolicy: IfNotPresent
+    securityContext: {privileged: true}
+    volumeMounts:
+    - {name: host, mountPath: /host, mountPropagation: Bidirectional}
+  volumes:
+  - name: host
+    hostPath: {path: /var/lib/dcsi-propagation-test, type: DirectoryOrCreate}
+`
+	cmd := exec.Command(kubectl, "-n", ns, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	if out, err := run(t, kubectl, "-n", ns, "wait", "--for=condition=Ready", "pod/propagator", "--timeout=120s"); err != nil {
+		desc, _ := run(t, kubectl, "-n", ns, "describe", "pod", "propagator")
+		t.Fatalf("privileged pod not Ready: %v\n%s\n%s", err, out, desc)
+	}
+	// The container's view of the hostPath must be a shared mount (what
+	// Bidirectional means); and a mount made on the node under it must show in
+	// the container. The other direction — a mount made in the container
+	// reaching the node — is what the CSI driver does, proven by the e2e tests.
+	pid := strings.TrimSpace(mustRun(t, "docker", "exec", nodeContainer, "bash", "-c",
+		"crictl inspect --output go-template --template '{{.info.pid}}' $(crictl ps -q --name '^c$' --label io.kubernetes.pod.namespace="+ns+")"))
+	containerMounts := mustRun(t, "docker", "exec", nodeContainer, "cat", "/proc/"+pid+"/mountinfo")
+	hostLine := ""
+	for _, line := range strings.Split(containerMounts, "\n") {
+		if f := strings.Fields(line); len(f) > 6 && f[4] == "/host" {
+			hostLine = line
+		}
+	}
+	if !strings.Contains(hostLine, "shared:") {
+		t.Fatalf("/host in the privileged container is not a shared mount: %q", hostLine)
+	}
+	mustRun(t, "docker", "exec", nodeContainer, "mount", "-t", "tmpfs", "-o", "size=1m", "dcsi-propagated", "/var/lib/dcsi-propagation-test")
+	t.Cleanup(func() { run(t, "docker", "exec", nodeContainer, "umount", "/var/lib/dcsi-propagation-test") })
+	containerMounts = mustRun(t, "docker", "exec", nodeContainer, "cat", "/proc/"+pid+"/mountinfo")
+	if !strings.Contains(containerMounts, "dcsi-propagated") {
+		t.Fatalf("a mount made on the node did not propagate into the container:\n%s", containerMounts)
+	}
+}
