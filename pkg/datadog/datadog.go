@@ -175,6 +175,18 @@ const (
 	EnvDogStatsDURL   = "DD_DOGSTATSD_URL"
 )
 
+// ExternalEnvValue is the value of DD_EXTERNAL_ENV ("External Data") for a
+// container, in the Cluster Agent's format it-<init>,cn-<name>,pu-<pod uid>.
+// The pod UID is a dependent env var reference, so DD_INTERNAL_POD_UID must
+// precede DD_EXTERNAL_ENV in the container's env list.
+func ExternalEnvValue(containerName string, initContainer bool) string {
+	it := "it-false"
+	if initContainer {
+		it = "it-true"
+	}
+	return it + ",cn-" + containerName + ",pu-$(" + EnvInternalPodUID + ")"
+}
+
 // Names of the volumes the webhook injects.
 const (
 	VolumeSocketDir = "datadog"     // socket mode, one hostPath dir

@@ -64,14 +64,20 @@ func TestInstallAndUpgrade(t *testing.T) {
 				return out.String()
 			}
 
-			// tests/internal/controlplane runs kube-apiserver without
-			// --allow-privileged, which rejects the driver's privileged
-			// DaemonSet: the driver subchart is left out here (the kind e2e
-			// installs it), the rest is what users install.
-			run("install", release, umbrella, "--namespace", namespace, "-f", e2eValues, "--set", "datadog-csi-driver.enabled=false")
+			// Everything users install, the driver's privileged DaemonSet
+			// included (the control plane allows privileged pods, as kubeadm does).
+			run("install", release, umbrella, "--namespace", namespace, "-f", e2eValues)
 			defer run("uninstall", release, "--namespace", namespace)
 
-			// The API server accepted every object, including the policy
+			// The API server accepted the driver's objects (privileged
+			// DaemonSet, CSIDriver) ...
+			if _, err := cp.Client.StorageV1().CSIDrivers().Get(ctx, "k8s.csi.datadoghq.com", metav1.GetOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if dss, err := cp.Client.AppsV1().DaemonSets(namespace).List(ctx, metav1.ListOptions{}); err != nil || len(dss.Items) != 1 {
+				t.Fatalf("driver DaemonSet: %v, %d found", err, len(dss.Items))
+			}
+			// ... and every other object, including the policy
 			// (it serves the API, so the chart renders it).
 			if _, err := cp.Client.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, release+"-volumes", metav1.GetOptions{}); err != nil {
 				t.Fatal(err)
@@ -129,7 +135,7 @@ func TestInstallAndUpgrade(t *testing.T) {
 			// chart's lookup of the live values keeps them.
 			force := map[string][]string{"helm": {"--force"}, "helm4": {"--force-replace", "--server-side=false"}}[helm]
 			for _, extra := range [][]string{{"--set=datadog-csi-webhook.logLevel=info"}, force} {
-				run(append([]string{"upgrade", release, umbrella, "--namespace", namespace, "-f", e2eValues, "--set", "datadog-csi-driver.enabled=false"}, extra...)...)
+				run(append([]string{"upgrade", release, umbrella, "--namespace", namespace, "-f", e2eValues}, extra...)...)
 
 				mwc, err = cp.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, webhookName, metav1.GetOptions{})
 				if err != nil {
