@@ -32,7 +32,10 @@ build_one() {
 	local name=$1 moddir=$2 pkg=$3 dfdir=$4 ctx bin
 	ctx=$(mktemp -d)
 	bin=$(basename "$pkg")
-	(cd "$REPO_ROOT/$moddir" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$ctx/$bin" "$pkg")
+	# grpcnotrace: gRPC's x/net/trace costs the driver ~2 MiB of idle RSS.
+	(cd "$REPO_ROOT/$moddir" && CGO_ENABLED=0 go build -trimpath -tags grpcnotrace \
+		-ldflags="-s -w -X github.com/datadog-csi/datadog-csi/driver/internal/server.Version=$IMAGE_TAG" \
+		-o "$ctx/$bin" "$pkg")
 	cp "$REPO_ROOT/$dfdir/Dockerfile" "$ctx/Dockerfile"
 	docker build -q -t "$IMAGE_PREFIX/$name:$IMAGE_TAG" "$ctx"
 	rm -rf "$ctx"

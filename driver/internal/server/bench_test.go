@@ -1,0 +1,130 @@
+package server
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
+
+	"github.com/datadog-csi/datadog-csi/driver/internal/mounter"
+	"github.com/datadog-csi/datadog-csi/driver/internal/testenv"
+)
+
+// BenchmarkPublishUnpublish compares, per volume kind, side by side in one
+// run (so a noisy machine affects both alike):
+//
+//   - grpc: one NodePublishVolume plus one NodeUnpublishVolume over gRPC on
+//     the driver's unix socket, as the kubelet calls them, real mounts;
+//   - handler: the same two calls on the service directly, without gRPC,
+//     to show what the transport costs;
+//   - floor: the least any driver must do with bare system calls: create
+//     the target, bind mount, remount read-only, unmount, remove.
+//
+// Besides wall time it reports cpu-ns/op, the process's user+system CPU
+// per operation (client and server are in this process), which a loaded
+// machine disturbs far less than wall time. Target: grpc <= 2x floor.
+func BenchmarkPublishUnpublish(b *testing.B) {
+	testenv.RequireRoot(b)
+	agent := testenv.NewAgent(b)
+	d := startDriver(b, agent.APMSocket, agent.DSDSocket, "--log-level=info")
+	kinds := []struct {
+		name, typ string
+		source    string
+		create    func(string) error
+	}{
+		{"directory", "APMSocketDirectory", agent.Dir, func(p string) error { return os.Mkdir(p, 0o750) }},
+		{"file", "APMSocket", agent.APMSocket, func(p string) error { return os.WriteFile(p, nil, 0o640) }},
+	}
+	for _, kind := range kinds {
+		b.Run(kind.name+"/grpc", func(b *testing.B) {
+			target := filepath.Join(testenv.TmpfsDir(b), "mount")
+			publish := publishRequest(target, map[string]string{"type": kind.typ})
+			unpublish := &csi.NodeUnpublishVolumeRequest{VolumeId: publish.VolumeId, TargetPath: target}
+			ctx := context.Background()
+			cpu := startCPU(b)
+			for b.Loop() {
+				if _, err := d.node.NodePublishVolume(ctx, publish); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := d.node.NodeUnpublishVolume(ctx, unpublish); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cpu.report(b)
+		})
+		b.Run(kind.name+"/handler", func(b *testing.B) {
+			target := filepath.Join(testenv.TmpfsDir(b), "mount")
+			publish := publishRequest(target, map[string]string{"type": kind.typ})
+			unpublish := &csi.NodeUnpublishVolumeRequest{VolumeId: publish.VolumeId, TargetPath: target}
+			ctx := context.Background()
+			cpu := startCPU(b)
+			for b.Loop() {
+				if _, err := d.driver.node.NodePublishVolume(ctx, publish); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := d.driver.node.NodeUnpublishVolume(ctx, unpublish); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cpu.report(b)
+		})
+		b.Run(kind.name+"/floor", func(b *testing.B) {
+			target := filepath.Join(testenv.TmpfsDir(b), "mount")
+			cpu := startCPU(b)
+			for b.Loop() {
+				if err := kind.create(target); err != nil {
+					b.Fatal(err)
+				}
+				if err := unix.Mount(kind.source, target, "", unix.MS_BIND, ""); err != nil {
+					b.Fatal(err)
+				}
+				if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|mounter.ReadOnlyFlags, ""); err != nil {
+					b.Fatal(err)
+				}
+				if err := unix.Unmount(target, 0); err != nil {
+					b.Fatal(err)
+				}
+				if err := os.Remove(target); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cpu.report(b)
+		})
+	}
+}
+
+type cpuClock struct{ start time.Duration }
+
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func startCPU(b *testing.B) cpuClock { return cpuClock{start: processCPU(b)} }
+
+func (c cpuClock) report(b *testing.B) {
+	b.ReportMetric(float64(processCPU(b)-c.start)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkProbe is one empty CSI round trip on the unix socket: the
+// transport's share of each publish or unpublish.
+func BenchmarkProbe(b *testing.B) {
+	agent := testenv.NewAgent(b)
+	d := startDriver(b, agent.APMSocket, agent.DSDSocket, "--log-level=info")
+	ctx := context.Background()
+	cpu := startCPU(b)
+	for b.Loop() {
+		if _, err := d.identity.Probe(ctx, &csi.ProbeRequest{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu.report(b)
+}
