@@ -23,7 +23,7 @@ help: ## list targets
 ## ---- the two commands -------------------------------------------------------
 
 .PHONY: test
-test: lint unit charts integration e2e ## everything: lint, unit, charts, integration, e2e (creates the cluster)
+test: lint unit charts integration e2e cluster-down-check ## everything: lint, unit, charts, integration, e2e, then cluster-down and a check it left nothing
 
 .PHONY: demo
 demo: ## create/reuse the cluster, install everything, replay the baseline scenario
@@ -66,12 +66,16 @@ images: ## build the driver, webhook and test images locally (no registry)
 	ci/images.sh
 
 .PHONY: cluster
-cluster: tools ## create or reuse the kind cluster datadog-csi (offline unless KIND_NODE_IMAGE is set)
+cluster: ## create or reuse the kind cluster datadog-csi (offline unless KIND_NODE_IMAGE is set)
 	ci/cluster.sh up
 
 .PHONY: cluster-down
 cluster-down: ## delete the cluster and everything make cluster set up on the host
 	ci/cluster.sh down
+
+.PHONY: cluster-down-check
+cluster-down-check: ## make cluster-down, then fail if it left containers, mounts, rules or routes
+	ci/cluster-down-check.sh
 
 .PHONY: e2e
 e2e: cluster images ## cluster checks (sealed network, propagation) and end-to-end tests on kind

@@ -100,13 +100,21 @@ create() {
 }
 
 up() {
-	[[ -x $KIND && -x $KUBECTL ]] || "$REPO_ROOT/ci/tools.sh" kind kubectl
 	if offline; then
 		"$REPO_ROOT/ci/docker.sh" up >/dev/null
 		docker_env
+		# debootstrap waits on the network and disk, the Go builds on the CPU:
+		# run them side by side (a warm cache makes both no-ops).
+		local rootfs_pid
+		"$REPO_ROOT/ci/node-image.sh" --rootfs-only &
+		rootfs_pid=$!
+		"$REPO_ROOT/ci/tools.sh" kind kubectl
 		step k8s-binaries-all "$REPO_ROOT/ci/k8s-build.sh"
+		wait "$rootfs_pid" || die "building the node's root file system failed; see $LOG_DIR/node-debootstrap.log"
 		step node-image "$REPO_ROOT/ci/node-image.sh"
 		step cluster-network seal
+	else
+		"$REPO_ROOT/ci/tools.sh" kind kubectl
 	fi
 	if healthy; then
 		log "cluster $CLUSTER is up; reusing it"

@@ -73,7 +73,14 @@ build_scratch() {
 	else
 		echo "package main" >"$src/doc.go"
 	fi
-	(cd "$src" && go get "$module@$version" && go mod tidy && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/$name" "$pkg")
+	# With a main.go of ours, tidy records what it imports; without one, `go get
+	# <package>@<version>` has already recorded what that package needs.
+	if [[ -n $main ]]; then
+		(cd "$src" && go get "$module@$version" && go mod tidy)
+	else
+		(cd "$src" && go get "$pkg@$version")
+	fi
+	(cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/$name" "$pkg")
 }
 
 build_etcd() {

@@ -36,7 +36,7 @@ func TestFixClampsOOMScoreAndRlimits(t *testing.T) {
 	l := limits{bounding: ^uint64(0), oomScoreAdj: -500}
 	p := map[string]any{
 		"oomScoreAdj": json.Number("-999"),
-		"rlimits": []any{map[string]any{"type": "RLIMIT_NOFILE", "hard": json.Number("18446744073709551615"), "soft": json.Number("18446744073709551615")}},
+		"rlimits":     []any{map[string]any{"type": "RLIMIT_NOFILE", "hard": json.Number("18446744073709551615"), "soft": json.Number("18446744073709551615")}},
 	}
 	if !l.fix(p) {
 		t.Fatal("fix reported no change")
