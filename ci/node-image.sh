@@ -178,7 +178,17 @@ kube_proxy_image() {
 			mkdir -p "$ctx/root$(dirname "$lib")"; cp -L "$r$lib" "$ctx/root$lib"
 		done
 	done
-	[[ -d $r/usr/lib/x86_64-linux-gnu/xtables ]] && { mkdir -p "$ctx/root/usr/lib/x86_64-linux-gnu"; cp -a "$r/usr/lib/x86_64-linux-gnu/xtables" "$ctx/root/usr/lib/x86_64-linux-gnu/"; }
+	# iptables loads its match/target extensions at run time (e.g. libxt_statistic,
+	# for Services with several endpoints): they and their libraries come too.
+	local ext
+	mkdir -p "$ctx/root/usr/lib/x86_64-linux-gnu"
+	cp -a "$r/usr/lib/x86_64-linux-gnu/xtables" "$ctx/root/usr/lib/x86_64-linux-gnu/"
+	for ext in "$r"/usr/lib/x86_64-linux-gnu/xtables/*.so; do
+		for lib in $(chroot "$r" ldd "${ext#"$r"}" | awk '/=>/ {print $3}'); do
+			[[ -e $ctx/root$lib ]] && continue
+			mkdir -p "$ctx/root$(dirname "$lib")"; cp -L "$r$lib" "$ctx/root$lib"
+		done
+	done
 	mkdir -p "$ctx/root/lib64" "$ctx/root/etc" "$ctx/root/run" "$ctx/root/tmp"
 	[[ -e $ctx/root/lib64/ld-linux-x86-64.so.2 ]] || cp -L "$r/lib64/ld-linux-x86-64.so.2" "$ctx/root/lib64/"
 	for f in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
@@ -251,7 +261,18 @@ main() {
 	fi
 	step node-components build_components
 	step node-commit build_node
+	prune_old_images
 	echo "$NODE_IMAGE"
+}
+
+# prune_old_images: node images of other input hashes are dead weight in the
+# data root (an image still used by a container stays).
+prune_old_images() {
+	local img
+	for img in $(docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^datadog-csi/kind-(node|base):' | grep -vxF -e "$NODE_IMAGE" -e "$BASE_IMAGE"); do
+		docker rmi "$img" >/dev/null 2>&1 || true
+	done
+	rm -rf "$CACHE_DIR"/node/*/ 2>/dev/null || true
 }
 
 case ${1:-} in

@@ -7,6 +7,7 @@
 package mutate
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
@@ -74,15 +75,13 @@ type Mutator struct {
 	state    ClusterState
 	excluded map[string]bool
 	// plans are the socket volumes and URLs of socket and csi mode, with
-	// and without socket-file volumes, computed once: they depend on the
-	// configuration only. Their pointers end up shared by mutated pods,
+	// and without socket-file volumes, computed once with their JSON: they
+	// depend on the configuration only, and a patch is then mostly copied
+	// bytes (see patch.go). Their pointers end up shared by mutated pods,
 	// which are encoded and never modified afterwards.
-	plans map[planKey]socketPlan
-	// The env vars every pod gets, built once for the same reason.
-	envPodUID, envEntityID, envHostIP, envService corev1.EnvVar
-	// encoded holds the JSON of the elements above, so a patch is mostly
-	// copied bytes rather than reflection (see patch.go).
-	encoded encodedElements
+	plans map[planKey]*socketPlan
+	// The env vars of the other modes, built once for the same reasons.
+	envsCommon, envsHostIP, envsService envList
 }
 
 type planKey struct{ csi, socketVolumes bool }
@@ -90,7 +89,29 @@ type planKey struct{ csi, socketVolumes bool }
 type socketPlan struct {
 	volumes        []plannedVolume
 	apmURL, dsdURL string
-	apmEnv, dsdEnv corev1.EnvVar
+	envs           envList
+}
+
+// envList is the env vars a mode prepends, in their final order, with
+// their JSON; DD_EXTERNAL_ENV has none, its value is per container.
+type envList struct {
+	vars []corev1.EnvVar
+	json [][]byte
+}
+
+func newEnvList(vars ...corev1.EnvVar) (envList, error) {
+	l := envList{vars: vars, json: make([][]byte, len(vars))}
+	for i, v := range vars {
+		if v.Name == datadog.EnvExternalEnv {
+			continue
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return l, fmt.Errorf("encode %s: %w", v.Name, err)
+		}
+		l.json[i] = b
+	}
+	return l, nil
 }
 
 // New validates cfg and returns a Mutator.
@@ -110,19 +131,54 @@ func New(cfg Config, state ClusterState) (*Mutator, error) {
 	if state == nil {
 		state = StaticClusterState{}
 	}
-	m := &Mutator{cfg: cfg, state: state, excluded: map[string]bool{}, plans: map[planKey]socketPlan{}}
+	m := &Mutator{cfg: cfg, state: state, excluded: map[string]bool{}, plans: map[planKey]*socketPlan{}}
+	// The Cluster Agent prepends each env var in turn, so the last one
+	// injected comes first; this is that final order: DD_INTERNAL_POD_UID,
+	// DD_EXTERNAL_ENV, DD_ENTITY_ID, then the mode's variables, which lets
+	// DD_EXTERNAL_ENV reference $(DD_INTERNAL_POD_UID).
+	common := []corev1.EnvVar{
+		fieldRefEnv(datadog.EnvInternalPodUID, "metadata.uid"),
+		{Name: datadog.EnvExternalEnv}, // value set per container
+		fieldRefEnv(datadog.EnvEntityID, "metadata.uid"),
+	}
+	withCommon := func(vars ...corev1.EnvVar) (envList, error) {
+		return newEnvList(append(slices.Clip(common), vars...)...)
+	}
+	var err error
+	if m.envsCommon, err = withCommon(); err != nil {
+		return nil, err
+	}
+	if m.envsHostIP, err = withCommon(fieldRefEnv(datadog.EnvAgentHost, "status.hostIP")); err != nil {
+		return nil, err
+	}
+	if m.envsService, err = withCommon(corev1.EnvVar{Name: datadog.EnvAgentHost,
+		Value: cfg.AgentServiceName + "." + cfg.AgentServiceNamespace + ".svc." + cfg.ClusterDomain}); err != nil {
+		return nil, err
+	}
 	for _, csi := range []bool{false, true} {
 		for _, socketVolumes := range []bool{false, true} {
-			m.plans[planKey{csi, socketVolumes}] = m.planSocketVolumes(csi, socketVolumes)
+			p := m.planSocketVolumes(csi, socketVolumes)
+			p.envs, err = withCommon(
+				corev1.EnvVar{Name: datadog.EnvDogStatsDURL, Value: p.dsdURL},
+				corev1.EnvVar{Name: datadog.EnvTraceAgentURL, Value: p.apmURL})
+			if err != nil {
+				return nil, err
+			}
+			if len(p.volumes) > 8 {
+				// PatchFields tracks planned volumes in a uint8 bit set.
+				return nil, fmt.Errorf("internal: %d planned volumes, at most 8 supported", len(p.volumes))
+			}
+			for i := range p.volumes {
+				v := &p.volumes[i]
+				if v.volumeJSON, err = json.Marshal(v.volume); err != nil {
+					return nil, fmt.Errorf("encode volume %s: %w", v.volume.Name, err)
+				}
+				if v.mountJSON, err = json.Marshal(v.mount); err != nil {
+					return nil, fmt.Errorf("encode mount %s: %w", v.mount.Name, err)
+				}
+			}
+			m.plans[planKey{csi, socketVolumes}] = p
 		}
-	}
-	m.envPodUID = fieldRefEnv(datadog.EnvInternalPodUID, "metadata.uid")
-	m.envEntityID = fieldRefEnv(datadog.EnvEntityID, "metadata.uid")
-	m.envHostIP = fieldRefEnv(datadog.EnvAgentHost, "status.hostIP")
-	m.envService = corev1.EnvVar{Name: datadog.EnvAgentHost,
-		Value: cfg.AgentServiceName + "." + cfg.AgentServiceNamespace + ".svc." + cfg.ClusterDomain}
-	if err := m.encodeElements(); err != nil {
-		return nil, err
 	}
 	for _, ns := range cfg.ExcludedNamespaces {
 		if ns = strings.TrimSpace(ns); ns != "" {
@@ -164,34 +220,70 @@ const (
 // MutatePod mutates pod in place. namespace is the namespace of the
 // admission request (a pod being created may not carry it yet).
 func (m *Mutator) MutatePod(pod *corev1.Pod, namespace string) Outcome {
-	var out Outcome
+	out, d := m.decide(pod.Labels, pod.Namespace, namespace)
+	if out.Skipped != "" {
+		return out
+	}
+	changed := false
+	if d.plan != nil {
+		for _, p := range d.plan.volumes {
+			if injectVolume(pod, p.volume, p.mount) {
+				out.InjectedVolumes = append(out.InjectedVolumes, p.volume.Name)
+			}
+		}
+		changed = len(out.InjectedVolumes) > 0
+	}
+	changed = prependEnv(pod.Spec.Containers, d.envs.vars, false) || changed
+	changed = prependEnv(pod.Spec.InitContainers, d.envs.vars, true) || changed
+
+	for _, name := range out.InjectedVolumes {
+		markSafeToEvict(pod, name)
+	}
+	out.Mutated = changed
+	return out
+}
+
+// decision is what a pod gets, decided from its labels and namespace
+// alone; MutatePod applies it to a corev1.Pod, PatchFields writes it as a
+// patch of the pod's JSON.
+type decision struct {
+	// envs are the variables to prepend (DD_EXTERNAL_ENV's value is set
+	// per container).
+	envs envList
+	// plan holds the volumes of socket and csi mode, nil otherwise.
+	plan *socketPlan
+}
+
+// decide resolves whether and how a pod is mutated. out.Skipped is set
+// when it is not.
+func (m *Mutator) decide(labels map[string]string, podNamespace, namespace string) (out Outcome, d decision) {
 	if namespace == "" {
-		namespace = pod.Namespace
+		namespace = podNamespace
 	}
 	if m.excluded[namespace] {
 		out.Skipped = SkipExcludedNamespace
-		return out
+		return out, d
 	}
-	switch v, found := pod.Labels[datadog.LabelEnabled]; {
+	switch v, found := labels[datadog.LabelEnabled]; {
 	case !found:
 		if !m.cfg.MutateUnlabelled {
 			out.Skipped = SkipUnlabelled
-			return out
+			return out, d
 		}
 	case v == "true":
 	case v == "false":
 		out.Skipped = SkipOptedOut
-		return out
+		return out, d
 	default:
 		out.Warnings = append(out.Warnings, fmt.Sprintf("label %s=%q is neither \"true\" nor \"false\"; treated as absent", datadog.LabelEnabled, v))
 		if !m.cfg.MutateUnlabelled {
 			out.Skipped = SkipUnlabelled
-			return out
+			return out, d
 		}
 	}
 
 	mode := m.cfg.Mode
-	if v, found := pod.Labels[datadog.LabelMode]; found {
+	if v, found := labels[datadog.LabelMode]; found {
 		if parsed, ok := datadog.ParseMode(v); ok {
 			mode = parsed
 		} else {
@@ -204,7 +296,7 @@ func (m *Mutator) MutatePod(pod *corev1.Pod, namespace string) Outcome {
 	out.Mode = mode
 
 	socketVolumes := m.cfg.TypeSocketVolumes
-	if v, found := pod.Labels[datadog.LabelTypeSocketVolumes]; found {
+	if v, found := labels[datadog.LabelTypeSocketVolumes]; found {
 		switch strings.ToLower(v) {
 		case "true":
 			socketVolumes = true
@@ -215,34 +307,18 @@ func (m *Mutator) MutatePod(pod *corev1.Pod, namespace string) Outcome {
 		}
 	}
 
-	// The Cluster Agent prepends each env var in turn, so the last one
-	// injected comes first; envs is that final order: DD_INTERNAL_POD_UID,
-	// DD_EXTERNAL_ENV, DD_ENTITY_ID, then the mode's variables, which lets
-	// DD_EXTERNAL_ENV reference $(DD_INTERNAL_POD_UID).
-	envs := make([]corev1.EnvVar, 0, 5)
-	envs = append(envs, m.envPodUID,
-		corev1.EnvVar{Name: datadog.EnvExternalEnv}, // value set per container
-		m.envEntityID)
-	changed := false
 	switch mode {
 	case datadog.ModeHostIP:
-		envs = append(envs, m.envHostIP)
+		d.envs = m.envsHostIP
 	case datadog.ModeService:
-		envs = append(envs, m.envService)
+		d.envs = m.envsService
 	case datadog.ModeSocket, datadog.ModeCSI:
-		var plan socketPlan
-		out.InjectedVolumes, plan = m.injectSocketVolumes(pod, mode == datadog.ModeCSI, socketVolumes)
-		changed = len(out.InjectedVolumes) > 0
-		envs = append(envs, plan.dsdEnv, plan.apmEnv)
+		plan := m.plans[planKey{mode == datadog.ModeCSI, socketVolumes}]
+		d.envs, d.plan = plan.envs, plan
+	default:
+		d.envs = m.envsCommon
 	}
-	changed = prependEnv(pod.Spec.Containers, envs, false) || changed
-	changed = prependEnv(pod.Spec.InitContainers, envs, true) || changed
-
-	for _, name := range out.InjectedVolumes {
-		markSafeToEvict(pod, name)
-	}
-	out.Mutated = changed
-	return out
+	return out, d
 }
 
 // resolveAuto picks the mode for "auto": csi when the driver is installed;
@@ -267,21 +343,11 @@ func (m *Mutator) resolveAuto(namespace string) datadog.Mode {
 type plannedVolume struct {
 	volume corev1.Volume
 	mount  corev1.VolumeMount
+	// Their JSON, for patches.
+	volumeJSON, mountJSON []byte
 }
 
-// injectSocketVolumes adds the socket volumes of socket or csi mode and
-// returns the names of the volumes added and the URLs the app must use.
-func (m *Mutator) injectSocketVolumes(pod *corev1.Pod, csi, socketVolumes bool) (injected []string, plan socketPlan) {
-	plan = m.plans[planKey{csi, socketVolumes}]
-	for _, p := range plan.volumes {
-		if injectVolume(pod, p.volume, p.mount) {
-			injected = append(injected, p.volume.Name)
-		}
-	}
-	return injected, plan
-}
-
-func (m *Mutator) planSocketVolumes(csi, socketVolumes bool) socketPlan {
+func (m *Mutator) planSocketVolumes(csi, socketVolumes bool) *socketPlan {
 	apmHostDir, apmFile := path.Split(m.cfg.APMSocketPath)
 	dsdHostDir, dsdFile := path.Split(m.cfg.DSDSocketPath)
 	apmHostDir, dsdHostDir = path.Clean(apmHostDir), path.Clean(dsdHostDir)
@@ -325,9 +391,7 @@ func (m *Mutator) planSocketVolumes(csi, socketVolumes bool) socketPlan {
 		p.apmURL, p.dsdURL = datadog.UnixURL(podDir+"/"+apmFile), datadog.UnixURL(podDir+"/"+dsdFile)
 		p.volumes = []plannedVolume{hostPathVolume(datadog.VolumeSocketDir, dsdHostDir, podDir, corev1.HostPathDirectoryOrCreate)}
 	}
-	p.apmEnv = corev1.EnvVar{Name: datadog.EnvTraceAgentURL, Value: p.apmURL}
-	p.dsdEnv = corev1.EnvVar{Name: datadog.EnvDogStatsDURL, Value: p.dsdURL}
-	return p
+	return &p
 }
 
 func hostPathVolume(name, hostPath, mountPath string, t corev1.HostPathType) plannedVolume {

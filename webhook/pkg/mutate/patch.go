@@ -1,51 +1,25 @@
 package mutate
 
 import (
-	"encoding/json"
-	"fmt"
 	"strconv"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
+	"github.com/datadog-csi/datadog-csi/pkg/datadog"
+	"github.com/datadog-csi/datadog-csi/webhook/pkg/mutate/jsonscan"
 )
 
 // Patch decodes a pod, mutates it and returns the RFC 6902 patch from the
 // pod to its mutated form (nil when nothing changed).
-//
-// The patch is written from what MutatePod can change (env vars prepended,
-// mounts and volumes appended, one annotation set) rather than by diffing
-// two encodings (gomodules.xyz/jsonpatch's CreatePatch cost 3x the whole
-// no-op admission round trip): it only ever adds, so
-// fields this binary does not know (a newer API) are never touched.
 func (m *Mutator) Patch(raw []byte, namespace string) ([]byte, Outcome, error) {
-	var fields PodFields
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return nil, Outcome{}, fmt.Errorf("decode pod: %w", err)
-	}
-	return m.PatchFields(&fields, namespace)
-}
-
-// PatchFields is Patch for a pod already decoded into PodFields, so a
-// caller can decode the pod in the same pass as its envelope.
-func (m *Mutator) PatchFields(fields *PodFields, namespace string) ([]byte, Outcome, error) {
-	pod := fields.pod()
-	before := shapeOf(&pod)
-	out := m.MutatePod(&pod, namespace)
-	if !out.Mutated {
-		return nil, out, nil
-	}
-	ops, err := m.patchOps(&before, &pod)
+	fields, err := DecodePodFields(raw)
 	if err != nil {
-		return nil, out, err
+		return nil, Outcome{}, err
 	}
-	if len(ops) == 0 {
-		return nil, out, nil
-	}
-	return writePatch(ops), out, nil
+	return m.PatchFields(fields, namespace)
 }
 
-// PodFields is the part of a pod MutatePod reads: names, paths, labels and
-// annotations. Decoding only this is several times cheaper than a full
+// PodFields is the part of a pod the mutation reads: names, paths, labels
+// and annotations. Decoding only this is several times cheaper than a full
 // corev1.Pod, and enough: the patch only ever carries elements the webhook
 // adds, never the pod's own.
 type PodFields struct {
@@ -57,326 +31,318 @@ type PodFields struct {
 	Spec struct {
 		Containers     []slimContainer `json:"containers"`
 		InitContainers []slimContainer `json:"initContainers"`
-		Volumes        []struct {
-			Name string `json:"name"`
-		} `json:"volumes"`
+		Volumes        []named         `json:"volumes"`
 	} `json:"spec"`
 }
 
 type slimContainer struct {
-	Name string `json:"name"`
-	Env  []struct {
-		Name string `json:"name"`
-	} `json:"env"`
-	VolumeMounts []struct {
-		Name      string `json:"name"`
-		MountPath string `json:"mountPath"`
-	} `json:"volumeMounts"`
+	Name         string      `json:"name"`
+	Env          []named     `json:"env"`
+	VolumeMounts []slimMount `json:"volumeMounts"`
 }
 
-func (s *PodFields) pod() corev1.Pod {
-	var p corev1.Pod
-	p.Namespace, p.Labels, p.Annotations = s.Metadata.Namespace, s.Metadata.Labels, s.Metadata.Annotations
-	containers := func(in []slimContainer) []corev1.Container {
-		if in == nil {
-			return nil
-		}
-		out := make([]corev1.Container, len(in))
-		for i, c := range in {
-			out[i].Name = c.Name
-			if c.Env != nil {
-				out[i].Env = make([]corev1.EnvVar, len(c.Env))
-				for j, e := range c.Env {
-					out[i].Env[j].Name = e.Name
-				}
-			}
-			if c.VolumeMounts != nil {
-				out[i].VolumeMounts = make([]corev1.VolumeMount, len(c.VolumeMounts))
-				for j, m := range c.VolumeMounts {
-					out[i].VolumeMounts[j] = corev1.VolumeMount{Name: m.Name, MountPath: m.MountPath}
-				}
-			}
-		}
-		return out
-	}
-	p.Spec.Containers = containers(s.Spec.Containers)
-	p.Spec.InitContainers = containers(s.Spec.InitContainers)
-	if s.Spec.Volumes != nil {
-		p.Spec.Volumes = make([]corev1.Volume, len(s.Spec.Volumes))
-		for i, v := range s.Spec.Volumes {
-			p.Spec.Volumes[i].Name = v.Name
-		}
-	}
-	return p
+type slimMount struct {
+	Name      string `json:"name"`
+	MountPath string `json:"mountPath"`
 }
 
-// op is one RFC 6902 "add" operation with its value already encoded.
-// Writing the patch from pre-encoded elements (encodedElements) rather than
-// json.Marshal of Go values halves the cost of a mutation; the tests apply
-// every patch with github.com/evanphx/json-patch to prove it right.
-type op struct {
-	path  string
-	value []byte
-}
+// PatchFields returns the RFC 6902 patch that makes of the pod what
+// MutatePod makes of it (nil when nothing changes), with the same
+// Outcome. It applies MutatePod's rules to PodFields and writes each
+// addition as it decides it, from JSON encoded in New: env vars
+// prepended, mounts and volumes appended, the annotation set. It only ever
+// adds, so fields this binary does not know (a newer API) are never
+// touched. The tests (golden, fuzz) apply every patch and compare the
+// result with MutatePod's pod, and compare the patch with one derived
+// from MutatePod's pod.
+//
+// This replaced diffing two encodings with gomodules.xyz/jsonpatch (3x
+// the whole no-op admission round trip), then building a corev1.Pod from
+// PodFields, mutating it and deriving the patch from the result (still
+// the larger part of the handler's cost; that derivation is now the
+// tests' oracle, patch_reference_test.go).
+//
+// The error is nil today; it is the contract for an internal failure,
+// which the server answers by allowing the pod unchanged.
+func (m *Mutator) PatchFields(f *PodFields, namespace string) ([]byte, Outcome, error) {
+	out, d := m.decide(f.Metadata.Labels, f.Metadata.Namespace, namespace)
+	if out.Skipped != "" {
+		return nil, out, nil
+	}
+	groups := [2][]slimContainer{f.Spec.Containers, f.Spec.InitContainers}
+	nContainers := len(groups[0]) + len(groups[1])
 
-// encodedElements caches the JSON of every element the webhook injects,
-// keyed by the element itself: they are built once in New and shared, so
-// an equal key is the same element.
-// mountKey identifies an injected mount (corev1.VolumeMount is not
-// comparable); injected mounts set no other field.
-type mountKey struct {
-	name, path string
-	readOnly   bool
-}
-
-type encodedElements struct {
-	env    map[corev1.EnvVar][]byte
-	mounts map[mountKey][]byte
-	vols   map[corev1.Volume][]byte
-}
-
-func (m *Mutator) encodeElements() error {
-	m.encoded = encodedElements{env: map[corev1.EnvVar][]byte{}, mounts: map[mountKey][]byte{}, vols: map[corev1.Volume][]byte{}}
-	var err error
-	put := func(v any) []byte {
-		b, e := json.Marshal(v)
-		if e != nil {
-			err = e
-		}
-		return b
-	}
-	for _, e := range []corev1.EnvVar{m.envPodUID, m.envEntityID, m.envHostIP, m.envService} {
-		m.encoded.env[e] = put(e)
-	}
-	for _, plan := range m.plans {
-		m.encoded.env[plan.apmEnv], m.encoded.env[plan.dsdEnv] = put(plan.apmEnv), put(plan.dsdEnv)
-		for _, v := range plan.volumes {
-			m.encoded.vols[v.volume], m.encoded.mounts[mountKey{v.mount.Name, v.mount.MountPath, v.mount.ReadOnly}] = put(v.volume), put(v.mount)
-		}
-	}
-	return err
-}
-
-func (m *Mutator) encodeEnv(e corev1.EnvVar) ([]byte, error) {
-	if b, ok := m.encoded.env[e]; ok {
-		return b, nil
-	}
-	if e.ValueFrom == nil {
-		// DD_EXTERNAL_ENV: its value is per container.
-		out := make([]byte, 0, 32+len(e.Name)+len(e.Value))
-		out = append(out, `{"name":`...)
-		out = appendJSONString(out, e.Name)
-		if e.Value != "" {
-			out = append(out, `,"value":`...)
-			out = appendJSONString(out, e.Value)
-		}
-		return append(out, '}'), nil
-	}
-	return json.Marshal(e)
-}
-
-func (m *Mutator) encodeMount(vm corev1.VolumeMount) ([]byte, error) {
-	plain := vm.SubPath == "" && vm.SubPathExpr == "" && vm.MountPropagation == nil && vm.RecursiveReadOnly == nil
-	if b, ok := m.encoded.mounts[mountKey{vm.Name, vm.MountPath, vm.ReadOnly}]; ok && plain {
-		return b, nil
-	}
-	return json.Marshal(vm)
-}
-
-func (m *Mutator) encodeVolume(v corev1.Volume) ([]byte, error) {
-	if b, ok := m.encoded.vols[v]; ok {
-		return b, nil
-	}
-	return json.Marshal(v)
-}
-
-func encodeList[T any](items []T, enc func(T) ([]byte, error)) ([]byte, error) {
-	out := make([]byte, 1, 128*len(items)+2)
-	out[0] = '['
-	for i, it := range items {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		b, err := enc(it)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b...)
-	}
-	return append(out, ']'), nil
-}
-
-// appendJSONString appends s as a JSON string. Paths are built from fixed
-// segments, indexes and annotation keys, plain ASCII in practice; anything
-// else goes through encoding/json.
-func appendJSONString(out []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			b, _ := json.Marshal(s)
-			return append(out, b...)
-		}
-	}
-	out = append(out, '"')
-	out = append(out, s...)
-	return append(out, '"')
-}
-
-func writePatch(ops []op) []byte {
-	size := 2
-	for _, o := range ops {
-		size += len(o.path) + len(o.value) + 40
-	}
-	out := make([]byte, 0, size)
-	out = append(out, '[')
-	for i, o := range ops {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, `{"op":"add","path":`...)
-		out = appendJSONString(out, o.path)
-		out = append(out, `,"value":`...)
-		out = append(out, o.value...)
-		out = append(out, '}')
-	}
-	return append(out, ']')
-}
-
-// shape is what patchOps needs to know of the pod before mutation: list
-// lengths and annotations. Much cheaper than a deep copy.
-type shape struct {
-	env, mounts [2][]int // [containers, initContainers][i]
-	volumes     int
-	annotations map[string]string
-}
-
-func shapeOf(pod *corev1.Pod) shape {
-	var s shape
-	for g, cs := range [2][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
-		s.env[g], s.mounts[g] = make([]int, len(cs)), make([]int, len(cs))
-		for i := range cs {
-			s.env[g][i], s.mounts[g][i] = len(cs[i].Env), len(cs[i].VolumeMounts)
-		}
-	}
-	s.volumes = len(pod.Spec.Volumes)
-	if len(pod.Annotations) > 0 {
-		s.annotations = make(map[string]string, len(pod.Annotations))
-		for k, v := range pod.Annotations {
-			s.annotations[k] = v
-		}
-	}
-	return s
-}
-
-// patchOps returns the operations that turn a pod of shape before into
-// after, given that after only differs by prepended env vars, appended
-// mounts and volumes and annotation values. It checks what it can of that
-// assumption and errors otherwise, so a future change to MutatePod cannot
-// silently produce a wrong patch.
-func (m *Mutator) patchOps(before *shape, after *corev1.Pod) ([]op, error) {
-	ops := make([]op, 0, 16)
-	var encErr error
-	add := func(path string, v any) op {
-		b, err := m.encode(v)
-		if err != nil && encErr == nil {
-			encErr = fmt.Errorf("encode %s: %w", path, err)
-		}
-		return op{path: path, value: b}
-	}
-	for g, group := range [2]struct {
-		path       string
-		containers []corev1.Container
-	}{{"/spec/containers", after.Spec.Containers}, {"/spec/initContainers", after.Spec.InitContainers}} {
-		if len(before.env[g]) != len(group.containers) {
-			return nil, fmt.Errorf("internal: %s changed length", group.path)
-		}
-		for i := range group.containers {
-			base := group.path + "/" + strconv.Itoa(i)
-			a := &group.containers[i]
-			envBefore := before.env[g][i]
-			added := len(a.Env) - envBefore
-			switch {
-			case added < 0:
-				return nil, fmt.Errorf("internal: %s/env shrank", base)
-			case added > 0 && envBefore == 0:
-				ops = append(ops, add(base+"/env", a.Env))
-			case added > 0:
-				// Inserting at 0 in reverse order yields them in order.
-				for j := added - 1; j >= 0; j-- {
-					ops = append(ops, add(base+"/env/0", a.Env[j]))
-				}
-			}
-			mounts, err := appended(base+"/volumeMounts", before.mounts[g][i], len(a.VolumeMounts))
-			if err != nil {
-				return nil, err
-			}
-			for _, j := range mounts {
-				if j < 0 {
-					ops = append(ops, add(base+"/volumeMounts", a.VolumeMounts))
-					break
-				}
-				ops = append(ops, add(base+"/volumeMounts/-", a.VolumeMounts[j]))
-			}
-		}
-	}
-	volumes, err := appended("/spec/volumes", before.volumes, len(after.Spec.Volumes))
-	if err != nil {
-		return nil, err
-	}
-	for _, j := range volumes {
-		if j < 0 {
-			ops = append(ops, add("/spec/volumes", after.Spec.Volumes))
-			break
-		}
-		ops = append(ops, add("/spec/volumes/-", after.Spec.Volumes[j]))
-	}
-	if len(before.annotations) == 0 && len(after.Annotations) > 0 {
-		ops = append(ops, add("/metadata/annotations", after.Annotations))
+	// mounted[c] has bit i set when planned volume i is mounted in
+	// container c (containers, then init containers), as injectVolume
+	// appends it.
+	var small [16]uint8 // no allocation for most pods
+	var mounted []uint8
+	if nContainers <= len(small) {
+		mounted = small[:nContainers]
 	} else {
-		for k, v := range after.Annotations {
-			if old, ok := before.annotations[k]; !ok || old != v {
-				ops = append(ops, add("/metadata/annotations/"+escape(k), v))
+		mounted = make([]uint8, nContainers)
+	}
+	var injectedBits uint8
+	if d.plan != nil {
+		for i := range d.plan.volumes {
+			if injectsVolume(f, groups, d.plan.volumes, i, mounted) {
+				injectedBits |= 1 << i
+				out.InjectedVolumes = append(out.InjectedVolumes, d.plan.volumes[i].volume.Name)
 			}
 		}
 	}
-	return ops, encErr
+
+	w := patchWriter{out: make([]byte, 0, 512+1024*nContainers)}
+	w.out = append(w.out, '[')
+	c := 0
+	for g, group := range groups {
+		prefix := "/spec/containers/"
+		if g == 1 {
+			prefix = "/spec/initContainers/"
+		}
+		for i := range group {
+			w.containerEnv(prefix, i, &group[i], d.envs, g == 1)
+			if mounted[c] != 0 {
+				w.containerMounts(prefix, i, len(group[i].VolumeMounts), d.plan.volumes, mounted[c])
+			}
+			c++
+		}
+	}
+	if injectedBits != 0 {
+		first := true
+		for i, v := range d.plan.volumes {
+			if injectedBits&(1<<i) == 0 {
+				continue
+			}
+			if len(f.Spec.Volumes) == 0 {
+				// The list is new (or replaces a null or []).
+				if first {
+					w.op("/spec/volumes", "")
+					w.out = append(w.out, '[')
+				} else {
+					w.out = append(w.out, ',')
+				}
+				w.out = append(w.out, v.volumeJSON...)
+			} else {
+				w.op("/spec/volumes/-", "")
+				w.out = append(w.out, v.volumeJSON...)
+				w.out = append(w.out, '}')
+			}
+			first = false
+		}
+		if len(f.Spec.Volumes) == 0 {
+			w.out = append(w.out, "]}"...)
+		}
+		w.safeToEvict(f.Metadata.Annotations, out.InjectedVolumes)
+	}
+	if w.ops == 0 {
+		return nil, out, nil
+	}
+	out.Mutated = true
+	return append(w.out, ']'), out, nil
 }
 
-func (m *Mutator) encode(v any) ([]byte, error) {
-	switch v := v.(type) {
-	case corev1.EnvVar:
-		return m.encodeEnv(v)
-	case []corev1.EnvVar:
-		return encodeList(v, m.encodeEnv)
-	case corev1.VolumeMount:
-		return m.encodeMount(v)
-	case []corev1.VolumeMount:
-		return encodeList(v, m.encodeMount)
-	case corev1.Volume:
-		return m.encodeVolume(v)
-	case []corev1.Volume:
-		return encodeList(v, m.encodeVolume)
+// injectsVolume applies injectVolume's rule to planned volume i: it is
+// added unless the pod has a volume of its name, and mounted in every
+// container that has no mount of its name or path (counting the mounts of
+// the planned volumes before it); it is added only if mounted somewhere.
+func injectsVolume(f *PodFields, groups [2][]slimContainer, plan []plannedVolume, i int, mounted []uint8) bool {
+	v := &plan[i]
+	for _, existing := range f.Spec.Volumes {
+		if existing.Name == v.volume.Name {
+			return false
+		}
 	}
-	return json.Marshal(v)
+	mountedSomewhere := false
+	c := 0
+	for _, group := range groups {
+		for k := range group {
+			if !hasMount(group[k].VolumeMounts, plan, mounted[c], v.mount.Name, v.mount.MountPath) {
+				mounted[c] |= 1 << i
+				mountedSomewhere = true
+			}
+			c++
+		}
+	}
+	return mountedSomewhere
 }
 
-// appended returns the indexes of the elements appended to a list that
-// grew from n to m, or [-1] when it was empty and the whole list is new
-// (which also replaces a null or [] in the original document).
-func appended(path string, n, m int) ([]int, error) {
-	switch {
-	case m < n:
-		return nil, fmt.Errorf("internal: %s shrank", path)
-	case m == n:
-		return nil, nil
-	case n == 0:
-		return []int{-1}, nil
+func hasMount(own []slimMount, plan []plannedVolume, planned uint8, name, mountPath string) bool {
+	for _, vm := range own {
+		if vm.Name == name || vm.MountPath == mountPath {
+			return true
+		}
 	}
-	idx := make([]int, 0, m-n)
-	for j := n; j < m; j++ {
-		idx = append(idx, j)
+	for j := range plan {
+		if planned&(1<<j) != 0 && (plan[j].mount.Name == name || plan[j].mount.MountPath == mountPath) {
+			return true
+		}
 	}
-	return idx, nil
+	return false
 }
+
+// patchWriter appends "add" operations to a JSON array.
+type patchWriter struct {
+	out []byte
+	ops int
+}
+
+// op opens an operation on path+suffix, up to its value.
+func (w *patchWriter) op(path, suffix string) {
+	if w.ops > 0 {
+		w.out = append(w.out, ',')
+	}
+	w.ops++
+	w.out = append(w.out, `{"op":"add","path":`...)
+	w.out = appendJSONString(w.out, path+suffix)
+	w.out = append(w.out, `,"value":`...)
+}
+
+// containerOp opens an operation on prefix<i>suffix; prefixes and
+// suffixes are fixed ASCII paths.
+func (w *patchWriter) containerOp(prefix string, i int, suffix string) {
+	if w.ops > 0 {
+		w.out = append(w.out, ',')
+	}
+	w.ops++
+	w.out = append(w.out, `{"op":"add","path":"`...)
+	w.out = append(w.out, prefix...)
+	w.out = strconv.AppendInt(w.out, int64(i), 10)
+	w.out = append(w.out, suffix...)
+	w.out = append(w.out, `","value":`...)
+}
+
+// containerEnv prepends, as prependEnv does, the variables the container
+// does not have: as its whole list when it has none, else one "add at 0"
+// per variable in reverse order, which yields them in order.
+func (w *patchWriter) containerEnv(prefix string, i int, c *slimContainer, envs envList, init bool) {
+	var missingSmall [8]int
+	missing := missingSmall[:0]
+	for k, env := range envs.vars {
+		if !hasName(c.Env, env.Name) {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if len(c.Env) == 0 {
+		w.containerOp(prefix, i, "/env")
+		w.out = append(w.out, '[')
+		for n, k := range missing {
+			if n > 0 {
+				w.out = append(w.out, ',')
+			}
+			w.appendEnv(envs, k, c.Name, init)
+		}
+		w.out = append(w.out, "]}"...)
+		return
+	}
+	for n := len(missing) - 1; n >= 0; n-- {
+		w.containerOp(prefix, i, "/env/0")
+		w.appendEnv(envs, missing[n], c.Name, init)
+		w.out = append(w.out, '}')
+	}
+}
+
+func (w *patchWriter) appendEnv(envs envList, k int, container string, init bool) {
+	if b := envs.json[k]; b != nil {
+		w.out = append(w.out, b...)
+		return
+	}
+	// DD_EXTERNAL_ENV, as encoding/json writes a corev1.EnvVar.
+	w.out = append(w.out, `{"name":`...)
+	w.out = appendJSONString(w.out, envs.vars[k].Name)
+	w.out = append(w.out, `,"value":`...)
+	w.out = appendJSONString(w.out, datadog.ExternalEnvValue(container, init))
+	w.out = append(w.out, '}')
+}
+
+// containerMounts appends the mounts of the planned volumes in bits: as
+// the whole list when the container had none.
+func (w *patchWriter) containerMounts(prefix string, i, own int, plan []plannedVolume, bits uint8) {
+	first := true
+	for j := range plan {
+		if bits&(1<<j) == 0 {
+			continue
+		}
+		if own == 0 {
+			if first {
+				w.containerOp(prefix, i, "/volumeMounts")
+				w.out = append(w.out, '[')
+			} else {
+				w.out = append(w.out, ',')
+			}
+		} else {
+			w.containerOp(prefix, i, "/volumeMounts/-")
+		}
+		w.out = append(w.out, plan[j].mountJSON...)
+		if own != 0 {
+			w.out = append(w.out, '}')
+		}
+		first = false
+	}
+	if own == 0 {
+		w.out = append(w.out, "]}"...)
+	}
+}
+
+// safeToEvict adds the injected volumes to the autoscaler's annotation as
+// markSafeToEvict does: the whole map when the pod has no annotations,
+// else the one value, when it changes.
+func (w *patchWriter) safeToEvict(annotations map[string]string, injected []string) {
+	const key = datadog.AnnotationSafeToEvictLocalVolumes
+	current, found := annotations[key]
+	value := current
+	for _, name := range injected {
+		if !listContains(value, name) {
+			if value == "" {
+				value = name
+			} else {
+				value += "," + name
+			}
+		}
+	}
+	if found && value == current {
+		return
+	}
+	if len(annotations) == 0 {
+		w.op("/metadata/annotations", "")
+		w.out = append(w.out, '{')
+		w.out = appendJSONString(w.out, key)
+		w.out = append(w.out, ':')
+		w.out = appendJSONString(w.out, value)
+		w.out = append(w.out, "}}"...)
+		return
+	}
+	w.op("/metadata/annotations/", escape(key))
+	w.out = appendJSONString(w.out, value)
+	w.out = append(w.out, '}')
+}
+
+// listContains reports whether the comma-separated list holds name.
+func listContains(list, name string) bool {
+	for list != "" {
+		var item string
+		item, list, _ = strings.Cut(list, ",")
+		if item == name {
+			return true
+		}
+	}
+	return false
+}
+
+func hasName(list []named, name string) bool {
+	for _, n := range list {
+		if n.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(out []byte, s string) []byte { return jsonscan.AppendString(out, s) }
 
 // escape encodes a map key as a JSON pointer token (RFC 6901).
 func escape(key string) string {

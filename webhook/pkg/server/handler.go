@@ -5,20 +5,21 @@
 package server
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/datadog-csi/datadog-csi/webhook/pkg/mutate"
+	"github.com/datadog-csi/datadog-csi/webhook/pkg/mutate/jsonscan"
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 )
 
 // Paths served.
@@ -83,43 +84,34 @@ type Inject struct {
 	Metrics *Metrics
 }
 
-// podReview is an AdmissionReview decoded in one pass with only the pod
-// fields the mutation reads: the apiserver sends the whole pod, and
-// decoding it twice (envelope, then pod) or fully was most of the cost.
-type podReview struct {
-	Request *struct {
-		UID         types.UID               `json:"uid"`
-		Kind        metav1.GroupVersionKind `json:"kind"`
-		SubResource string                  `json:"subResource"`
-		Name        string                  `json:"name"`
-		Namespace   string                  `json:"namespace"`
-		Operation   admissionv1.Operation   `json:"operation"`
-		Object      *mutate.PodFields       `json:"object"`
-	} `json:"request"`
-}
-
 func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	body, status, err := readReview(w, r)
-	var review podReview
-	if err == nil {
-		if err = json.Unmarshal(body, &review); err != nil || review.Request == nil {
-			// Not a pod review we can read; if it is an AdmissionReview at
-			// all, allow it (fail open) rather than reject a pod.
-			h.allowUnreadable(w, body, err, start)
-			return
-		}
-	}
+	buf := getBuffer()
+	defer putBuffer(buf)
+	body, status, err := readReviewInto(w, r, buf)
 	if err != nil {
 		h.Logger.Warn("bad admission request", "err", err, "remote", r.RemoteAddr)
 		http.Error(w, err.Error(), status)
 		return
 	}
-	req := review.Request
+	var req podReview
+	if err := req.decode(body); err != nil || !req.present {
+		// Not a review we can read; if it is an AdmissionReview at all,
+		// allow it (fail open) rather than reject a pod.
+		h.allowUnreadable(w, body, err, start)
+		return
+	}
 	resp := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
 	mode, outcome := "", OutcomeSkipped
 	if req.Operation == admissionv1.Create && req.SubResource == "" && req.Kind.Group == "" && req.Kind.Kind == "Pod" && req.Object != nil {
-		patch, out, err := h.Mutator.PatchFields(req.Object, req.Namespace)
+		fields, err := mutate.DecodePodFields(req.Object)
+		if err != nil {
+			h.Logger.Error("pod not mutated: cannot decode it; allowing it unchanged", "err", err,
+				"namespace", req.Namespace, "name", req.Name, "uid", req.UID)
+			h.respond(w, buf, resp, "", OutcomeError, start)
+			return
+		}
+		patch, out, err := h.Mutator.PatchFields(fields, req.Namespace)
 		mode = string(out.Mode)
 		switch {
 		case err != nil:
@@ -140,11 +132,13 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if len(out.Warnings) > 0 {
 				h.Metrics.Warnings.Add(float64(len(out.Warnings)))
 			}
-			h.Logger.Debug("admission reviewed", "namespace", req.Namespace, "name", req.Name,
-				"mode", mode, "outcome", outcome, "volumes", out.InjectedVolumes)
+			if h.Logger.Enabled(r.Context(), slog.LevelDebug) {
+				h.Logger.Debug("admission reviewed", "namespace", req.Namespace, "name", req.Name,
+					"mode", mode, "outcome", outcome, "volumes", out.InjectedVolumes)
+			}
 		}
 	}
-	h.respond(w, resp, mode, outcome, start)
+	h.respond(w, buf, resp, mode, outcome, start)
 }
 
 // allowUnreadable answers a review whose pod could not be decoded: allowed,
@@ -158,11 +152,22 @@ func (h *Inject) allowUnreadable(w http.ResponseWriter, body []byte, decodeErr e
 	}
 	h.Logger.Error("pod not mutated: cannot decode it; allowing it unchanged", "err", decodeErr,
 		"namespace", review.Request.Namespace, "name", review.Request.Name, "uid", review.Request.UID)
-	h.respond(w, &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}, "", OutcomeError, start)
+	h.respond(w, nil, &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}, "", OutcomeError, start)
 }
 
-func (h *Inject) respond(w http.ResponseWriter, resp *admissionv1.AdmissionResponse, mode, outcome string, start time.Time) {
-	body := encodeResponse(resp)
+// respond writes resp, encoded in buf (nil: a new buffer), which the
+// caller owns again once it returns.
+func (h *Inject) respond(w http.ResponseWriter, buf *bytes.Buffer, resp *admissionv1.AdmissionResponse, mode, outcome string, start time.Time) {
+	var out []byte
+	if buf != nil {
+		// The request body in buf has been read: reuse its space.
+		buf.Reset()
+		out = buf.AvailableBuffer()
+	}
+	body := encodeResponse(out, resp)
+	if buf != nil && cap(body) > buf.Cap() {
+		*buf = *bytes.NewBuffer(body[:0]) // keep the grown space for the next request
+	}
 	w.Header().Set("Content-Type", "application/json")
 	// Without a length, a body over net/http's 2 KiB buffer is chunked.
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -175,10 +180,10 @@ func (h *Inject) respond(w http.ResponseWriter, resp *admissionv1.AdmissionRespo
 // fields, and reflection over the envelope plus base64 through an encoder
 // was a fifth of the handler's cost. TestInject* decode it with the API
 // types.
-func encodeResponse(resp *admissionv1.AdmissionResponse) []byte {
-	out := make([]byte, 0, 160+base64.StdEncoding.EncodedLen(len(resp.Patch)))
+func encodeResponse(out []byte, resp *admissionv1.AdmissionResponse) []byte {
+	out = slices.Grow(out[:0], 160+base64.StdEncoding.EncodedLen(len(resp.Patch)))
 	out = append(out, `{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","response":{"uid":`...)
-	out = appendJSON(out, string(resp.UID))
+	out = jsonscan.AppendString(out, string(resp.UID))
 	if resp.Allowed {
 		out = append(out, `,"allowed":true`...)
 	} else {
@@ -188,22 +193,19 @@ func encodeResponse(resp *admissionv1.AdmissionResponse) []byte {
 		out = append(out, `,"patch":"`...)
 		out = base64.StdEncoding.AppendEncode(out, resp.Patch)
 		out = append(out, `","patchType":`...)
-		out = appendJSON(out, string(*resp.PatchType))
+		out = jsonscan.AppendString(out, string(*resp.PatchType))
 	}
 	if len(resp.Warnings) > 0 {
-		out = append(out, `,"warnings":`...)
-		out = appendJSON(out, resp.Warnings)
+		out = append(out, `,"warnings":[`...)
+		for i, warning := range resp.Warnings {
+			if i > 0 {
+				out = append(out, ',')
+			}
+			out = jsonscan.AppendString(out, warning)
+		}
+		out = append(out, ']')
 	}
 	return append(out, "}}"...)
-}
-
-func appendJSON(out []byte, v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		// Strings and string slices always encode.
-		panic(err)
-	}
-	return append(out, b...)
 }
 
 func readReview(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
