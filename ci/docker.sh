@@ -66,7 +66,10 @@ start() {
 	mkdir -p "$RUN_DIR"
 	# Leftovers of a killed run: a pidfile of a dead process, a stale socket.
 	if [[ -f $PIDFILE ]] && ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then rm -f "$PIDFILE"; fi
-	[[ -f $PIDFILE ]] || rm -f "$SOCK"
+	if [[ ! -f $PIDFILE ]]; then
+		rm -f "$SOCK"
+		unmount_leftovers
+	fi
 	nohup dockerd --config-file "$DAEMON_JSON" >>"$LOG_DIR/dockerd.log" 2>&1 &
 	local i
 	for i in $(seq 1 60); do alive && return 0; sleep 1; done
@@ -74,13 +77,23 @@ start() {
 }
 
 stop() {
-	[[ -f $PIDFILE ]] || return 0
-	local pid; pid=$(cat "$PIDFILE")
-	kill "$pid" 2>/dev/null || true
-	local i
-	for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-	kill -9 "$pid" 2>/dev/null || true
-	rm -f "$PIDFILE" "$SOCK"
+	if [[ -f $PIDFILE ]]; then
+		local pid i; pid=$(cat "$PIDFILE")
+		kill "$pid" 2>/dev/null || true
+		for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+		kill -9 "$pid" 2>/dev/null || true
+		rm -f "$PIDFILE" "$SOCK"
+	fi
+	unmount_leftovers
+}
+
+# unmount_leftovers: dockerd bind-mounts its data root onto itself and leaves
+# that behind, as a killed dockerd leaves its overlay and netns mounts.
+unmount_leftovers() {
+	local m
+	for m in $(awk -v a="$DATA_ROOT" -v b="$RUN_DIR" 'index($5, a) == 1 || index($5, b) == 1 {print $5}' /proc/self/mountinfo | sort -ru); do
+		umount -l "$m" 2>/dev/null || true
+	done
 }
 
 pause_image() {
