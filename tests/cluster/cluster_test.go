@@ -114,21 +114,39 @@ func TestClusterIsSealed(t *testing.T) {
 		t.Fatalf("control: the host does not reach %s as expected: %q", outsideIP, out)
 	}
 
-	rxBefore := rxPackets(t)
-	start := time.Now()
+	rxBefore, rejectedBefore := rxPackets(t), rejectedBySeal(t)
 	out, err := run(t, "docker", "exec", nodeContainer, "bash", "-c", "timeout 5 bash -c 'echo > /dev/tcp/"+outsideIP+"/9' 2>&1")
 	if err == nil {
 		t.Fatalf("the node connected to %s outside the cluster network: %s", outsideIP, out)
 	}
-	if !strings.Contains(out, "No route to host") && !strings.Contains(out, "unreachable") {
-		t.Errorf("node → outside: want an immediate reject (ICMP admin-prohibited), got %q after %s", out, time.Since(start))
+	// The seal answers with ICMP admin-prohibited, but the kernel rate-limits
+	// ICMP per peer (the cluster's own rejected DNS forwarding uses up the
+	// budget), so the node may see "No route to host" or only a time-out. What
+	// must hold: the seal rule matched, and nothing reached the outside host.
+	if rejectedBySeal(t) <= rejectedBefore {
+		t.Errorf("the seal rule did not match the node's packets to %s (%q)", outsideIP, out)
 	}
 	if rx := rxPackets(t); rx != rxBefore {
 		t.Errorf("the outside host received %d packet(s) from the cluster", rx-rxBefore)
 	}
 }
 
-// rxPackets is the count of packets the outside host got from anyone but the host.
+// rejectedBySeal is the packet counter of the FORWARD rule that seals the cluster bridge.
+func rejectedBySeal(t *testing.T) int {
+	t.Helper()
+	out := mustRun(t, "iptables", "-L", "FORWARD", "-v", "-x", "-n")
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 6 && f[2] == "REJECT" && f[5] == clusterBridge && f[6] == "!"+clusterBridge {
+			var n int
+			fmt.Sscan(f[0], &n)
+			return n
+		}
+	}
+	t.Fatalf("no seal rule in FORWARD:\n%s", out)
+	return 0
+}
+
 func rxPackets(t *testing.T) int {
 	t.Helper()
 	out := mustRun(t, "ip", "netns", "exec", outsideNS, "iptables", "-L", "INPUT", "-v", "-x", "-n")
