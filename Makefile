@@ -50,8 +50,11 @@ lint: ## gofmt, go vet
 	cd tests && $(GO) vet ./...
 
 .PHONY: unit
-unit: ## unit tests of the product module (real bind mounts: run as root)
+unit: ## unit tests of the product module (real bind mounts: run as root), and every benchmark once
 	$(GO) test -count=1 ./...
+	@mkdir -p .cache && echo "benchmarks, one iteration each (output in .cache/bench-smoke.txt)" && \
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x ./driver/... ./webhook/... >.cache/bench-smoke.txt 2>&1 || \
+	{ cat .cache/bench-smoke.txt; exit 1; }
 
 .PHONY: k8s-bins
 k8s-bins: ## build Kubernetes, etcd, coredns, crictl from the Go proxy into CACHE_DIR (cached)

@@ -24,10 +24,17 @@ import (
 // test runs real separate processes without building anything first.
 const asDriverEnv = "DATADOG_CSI_TEST_AS_DRIVER"
 
+// asEchoEnv makes the test binary an echo peer on the unix socket it names,
+// for the raw socket round trip benchmark.
+const asEchoEnv = "DATADOG_CSI_TEST_AS_ECHO"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(asDriverEnv) == "1" {
 		main()
 		return
+	}
+	if socket := os.Getenv(asEchoEnv); socket != "" {
+		os.Exit(echo(socket))
 	}
 	os.Exit(m.Run())
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -20,10 +22,17 @@ import (
 //
 //   - grpc: one NodePublishVolume plus one NodeUnpublishVolume over gRPC on
 //     the driver's unix socket, as the kubelet calls them, real mounts;
+//   - transport: the same two calls over gRPC to a driver whose mount and
+//     unmount system calls do nothing: everything but the mount table
+//     changes, i.e. the least a gRPC driver can cost here;
 //   - handler: the same two calls on the service directly, without gRPC,
 //     to show what the transport costs;
 //   - floor: the least any driver must do with bare system calls: create
-//     the target, bind mount, remount read-only, unmount, remove.
+//     the target, bind mount, remount read-only, unmount, remove;
+//   - floor-busy: floor while another thread of this process spins on a
+//     CPU, as the gRPC transport's threads do during the grpc variant:
+//     umount waits for an expedited RCU grace period, which is cheap only
+//     while every other CPU is idle.
 //
 // Besides wall time it reports cpu-ns/op, the process's user+system CPU
 // per operation (client and server are in this process), which a loaded
@@ -32,6 +41,10 @@ func BenchmarkPublishUnpublish(b *testing.B) {
 	testenv.RequireRoot(b)
 	agent := testenv.NewAgent(b)
 	d := startDriver(b, agent.APMSocket, agent.DSDSocket, "--log-level=info")
+	noMounts := startDriverWith(b, mounter.Syscalls{
+		Mount:   func(string, string, string, uintptr, string) error { return nil },
+		Unmount: func(string, int) error { return nil },
+	}, agent.APMSocket, agent.DSDSocket, "--log-level=info")
 	kinds := []struct {
 		name, typ string
 		source    string
@@ -41,22 +54,27 @@ func BenchmarkPublishUnpublish(b *testing.B) {
 		{"file", "APMSocket", agent.APMSocket, func(p string) error { return os.WriteFile(p, nil, 0o640) }},
 	}
 	for _, kind := range kinds {
-		b.Run(kind.name+"/grpc", func(b *testing.B) {
-			target := filepath.Join(testenv.TmpfsDir(b), "mount")
-			publish := publishRequest(target, map[string]string{"type": kind.typ})
-			unpublish := &csi.NodeUnpublishVolumeRequest{VolumeId: publish.VolumeId, TargetPath: target}
-			ctx := context.Background()
-			cpu := startCPU(b)
-			for b.Loop() {
-				if _, err := d.node.NodePublishVolume(ctx, publish); err != nil {
-					b.Fatal(err)
+		for _, variant := range []struct {
+			name   string
+			driver *runningDriver
+		}{{"grpc", d}, {"transport", noMounts}} {
+			b.Run(kind.name+"/"+variant.name, func(b *testing.B) {
+				target := filepath.Join(testenv.TmpfsDir(b), "mount")
+				publish := publishRequest(target, map[string]string{"type": kind.typ})
+				unpublish := &csi.NodeUnpublishVolumeRequest{VolumeId: publish.VolumeId, TargetPath: target}
+				ctx := context.Background()
+				cpu := startCPU(b)
+				for b.Loop() {
+					if _, err := variant.driver.node.NodePublishVolume(ctx, publish); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := variant.driver.node.NodeUnpublishVolume(ctx, unpublish); err != nil {
+						b.Fatal(err)
+					}
 				}
-				if _, err := d.node.NodeUnpublishVolume(ctx, unpublish); err != nil {
-					b.Fatal(err)
-				}
-			}
-			cpu.report(b)
-		})
+				cpu.report(b)
+			})
+		}
 		b.Run(kind.name+"/handler", func(b *testing.B) {
 			target := filepath.Join(testenv.TmpfsDir(b), "mount")
 			publish := publishRequest(target, map[string]string{"type": kind.typ})
@@ -73,7 +91,7 @@ func BenchmarkPublishUnpublish(b *testing.B) {
 			}
 			cpu.report(b)
 		})
-		b.Run(kind.name+"/floor", func(b *testing.B) {
+		floor := func(b *testing.B) {
 			target := filepath.Join(testenv.TmpfsDir(b), "mount")
 			cpu := startCPU(b)
 			for b.Loop() {
@@ -94,8 +112,28 @@ func BenchmarkPublishUnpublish(b *testing.B) {
 				}
 			}
 			cpu.report(b)
+		}
+		b.Run(kind.name+"/floor", floor)
+		b.Run(kind.name+"/floor-busy", func(b *testing.B) {
+			defer spinOtherCPU()()
+			floor(b)
 		})
 	}
+}
+
+// spinOtherCPU keeps one OS thread of this process busy in user space until
+// the returned function is called. Its CPU time counts in cpu-ns/op, so
+// floor-busy is compared on wall time only.
+func spinOtherCPU() (stop func()) {
+	var done atomic.Bool
+	stopped := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer close(stopped)
+		for !done.Load() {
+		}
+	}()
+	return func() { done.Store(true); <-stopped }
 }
 
 type cpuClock struct{ start time.Duration }

@@ -46,6 +46,12 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // connects a client.
 func startDriver(t testing.TB, apmSocket, dsdSocket string, extraArgs ...string) *runningDriver {
 	t.Helper()
+	return startDriverWith(t, mounter.RealSyscalls, apmSocket, dsdSocket, extraArgs...)
+}
+
+// startDriverWith is startDriver with the mount system calls replaced by sys.
+func startDriverWith(t testing.TB, sys mounter.Syscalls, apmSocket, dsdSocket string, extraArgs ...string) *runningDriver {
+	t.Helper()
 	endpoint := filepath.Join(testenv.ShortTempDir(t), "csi.sock")
 	args := append([]string{
 		"--csi-endpoint=unix://" + endpoint,
@@ -61,7 +67,7 @@ func startDriver(t testing.TB, apmSocket, dsdSocket string, extraArgs ...string)
 		t.Fatalf("config: %v", err)
 	}
 	logs := &syncBuffer{}
-	d, err := New(cfg, cfg.NewLogger(logs), mounter.RealSyscalls)
+	d, err := New(cfg, cfg.NewLogger(logs), sys)
 	if err != nil {
 		t.Fatal(err)
 	}
