@@ -11,11 +11,9 @@ import (
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/datadog-csi/datadog-csi/driver/internal/mounter"
 	"github.com/datadog-csi/datadog-csi/driver/internal/testenv"
 )
 
@@ -50,59 +48,44 @@ func BenchmarkPublishUnpublishProcess(b *testing.B) {
 		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
 		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
 	}
-	for _, kind := range []struct {
-		name, typ, source string
-		create            func(string) error
+	// Each variant is how the client reaches the driver for one call.
+	variants := []struct {
+		name string
+		call func(b *testing.B, call func(context.Context, csi.NodeClient) error)
 	}{
-		{"directory", "APMSocketDirectory", agent.Dir, func(p string) error { return os.Mkdir(p, 0o750) }},
-		{"file", "APMSocket", agent.APMSocket, func(p string) error { return os.WriteFile(p, nil, 0o640) }},
-	} {
-		publish := &csi.NodePublishVolumeRequest{VolumeId: "v", VolumeCapability: capability,
-			VolumeContext: map[string]string{"type": kind.typ, "csi.storage.k8s.io/ephemeral": "true",
-				"csi.storage.k8s.io/pod.name": "app-0", "csi.storage.k8s.io/pod.namespace": "team-a"}}
-		b.Run(kind.name+"/grpc", func(b *testing.B) {
-			publish.TargetPath = filepath.Join(testenv.TmpfsDir(b), "mount")
-			unpublish := &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: publish.TargetPath}
-			ctx := context.Background()
-			for b.Loop() {
-				if _, err := node.NodePublishVolume(ctx, publish); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := node.NodeUnpublishVolume(ctx, unpublish); err != nil {
-					b.Fatal(err)
-				}
+		{"grpc", func(b *testing.B, call func(context.Context, csi.NodeClient) error) {
+			if err := call(context.Background(), node); err != nil {
+				b.Fatal(err)
 			}
-		})
-		b.Run(kind.name+"/kubelet", func(b *testing.B) {
-			publish.TargetPath = filepath.Join(testenv.TmpfsDir(b), "mount")
-			unpublish := &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: publish.TargetPath}
-			for b.Loop() {
-				callOnNewConnection(b, endpoint, func(ctx context.Context, node csi.NodeClient) error {
-					_, err := node.NodePublishVolume(ctx, publish)
-					return err
-				})
-				callOnNewConnection(b, endpoint, func(ctx context.Context, node csi.NodeClient) error {
-					_, err := node.NodeUnpublishVolume(ctx, unpublish)
-					return err
-				})
-			}
-		})
-		b.Run(kind.name+"/floor", func(b *testing.B) {
+		}},
+		{"kubelet", func(b *testing.B, call func(context.Context, csi.NodeClient) error) {
+			callOnNewConnection(b, endpoint, call)
+		}},
+	}
+	for _, kind := range testenv.VolumeKinds {
+		for _, variant := range variants {
+			b.Run(kind.Name+"/"+variant.name, func(b *testing.B) {
+				target := filepath.Join(testenv.TmpfsDir(b), "mount")
+				publish := &csi.NodePublishVolumeRequest{VolumeId: "v", TargetPath: target, VolumeCapability: capability,
+					VolumeContext: map[string]string{"type": kind.Type, "csi.storage.k8s.io/ephemeral": "true",
+						"csi.storage.k8s.io/pod.name": "app-0", "csi.storage.k8s.io/pod.namespace": "team-a"}}
+				unpublish := &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: target}
+				for b.Loop() {
+					variant.call(b, func(ctx context.Context, node csi.NodeClient) error {
+						_, err := node.NodePublishVolume(ctx, publish)
+						return err
+					})
+					variant.call(b, func(ctx context.Context, node csi.NodeClient) error {
+						_, err := node.NodeUnpublishVolume(ctx, unpublish)
+						return err
+					})
+				}
+			})
+		}
+		b.Run(kind.Name+"/floor", func(b *testing.B) {
 			target := filepath.Join(testenv.TmpfsDir(b), "mount")
 			for b.Loop() {
-				if err := kind.create(target); err != nil {
-					b.Fatal(err)
-				}
-				if err := unix.Mount(kind.source, target, "", unix.MS_BIND, ""); err != nil {
-					b.Fatal(err)
-				}
-				if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|mounter.ReadOnlyFlags, ""); err != nil {
-					b.Fatal(err)
-				}
-				if err := unix.Unmount(target, 0); err != nil {
-					b.Fatal(err)
-				}
-				if err := os.Remove(target); err != nil {
+				if err := testenv.FloorPair(agent.Source(kind), target, kind.Directory); err != nil {
 					b.Fatal(err)
 				}
 			}

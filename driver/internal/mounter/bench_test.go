@@ -15,15 +15,11 @@ func BenchmarkMounter(b *testing.B) {
 	testenv.RequireRoot(b)
 	agent := testenv.NewAgent(b)
 	m := mounter.New(mounter.RealSyscalls)
-	for _, kind := range []struct {
-		name      string
-		source    string
-		directory bool
-	}{{"directory", agent.Dir, true}, {"file", agent.APMSocket, false}} {
-		b.Run(kind.name, func(b *testing.B) {
+	for _, kind := range testenv.VolumeKinds {
+		b.Run(kind.Name, func(b *testing.B) {
 			target := filepath.Join(testenv.TmpfsDir(b), "mount")
 			for b.Loop() {
-				if err := m.Publish(kind.source, kind.directory, target); err != nil {
+				if err := m.Publish(agent.Source(kind), kind.Directory, target); err != nil {
 					b.Fatal(err)
 				}
 				if err := m.Unpublish(target); err != nil {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sync/atomic"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"golang.org/x/sys/unix"
 
 	"github.com/datadog-csi/datadog-csi/driver/internal/mounter"
 	"github.com/datadog-csi/datadog-csi/driver/internal/testenv"
@@ -45,80 +43,66 @@ func BenchmarkPublishUnpublish(b *testing.B) {
 		Mount:   func(string, string, string, uintptr, string) error { return nil },
 		Unmount: func(string, int) error { return nil },
 	}, agent.APMSocket, agent.DSDSocket, "--log-level=info")
-	kinds := []struct {
-		name, typ string
-		source    string
-		create    func(string) error
+	variants := []struct {
+		name string
+		node node
 	}{
-		{"directory", "APMSocketDirectory", agent.Dir, func(p string) error { return os.Mkdir(p, 0o750) }},
-		{"file", "APMSocket", agent.APMSocket, func(p string) error { return os.WriteFile(p, nil, 0o640) }},
+		{"grpc", grpcNode{d.node}},
+		{"transport", grpcNode{noMounts.node}},
+		{"handler", d.driver.node},
 	}
-	for _, kind := range kinds {
-		for _, variant := range []struct {
-			name   string
-			driver *runningDriver
-		}{{"grpc", d}, {"transport", noMounts}} {
-			b.Run(kind.name+"/"+variant.name, func(b *testing.B) {
+	for _, kind := range testenv.VolumeKinds {
+		for _, variant := range variants {
+			b.Run(kind.Name+"/"+variant.name, func(b *testing.B) {
 				target := filepath.Join(testenv.TmpfsDir(b), "mount")
-				publish := publishRequest(target, map[string]string{"type": kind.typ})
+				publish := publishRequest(target, map[string]string{"type": kind.Type})
 				unpublish := &csi.NodeUnpublishVolumeRequest{VolumeId: publish.VolumeId, TargetPath: target}
 				ctx := context.Background()
 				cpu := startCPU(b)
 				for b.Loop() {
-					if _, err := variant.driver.node.NodePublishVolume(ctx, publish); err != nil {
+					if _, err := variant.node.NodePublishVolume(ctx, publish); err != nil {
 						b.Fatal(err)
 					}
-					if _, err := variant.driver.node.NodeUnpublishVolume(ctx, unpublish); err != nil {
+					if _, err := variant.node.NodeUnpublishVolume(ctx, unpublish); err != nil {
 						b.Fatal(err)
 					}
 				}
 				cpu.report(b)
 			})
 		}
-		b.Run(kind.name+"/handler", func(b *testing.B) {
-			target := filepath.Join(testenv.TmpfsDir(b), "mount")
-			publish := publishRequest(target, map[string]string{"type": kind.typ})
-			unpublish := &csi.NodeUnpublishVolumeRequest{VolumeId: publish.VolumeId, TargetPath: target}
-			ctx := context.Background()
-			cpu := startCPU(b)
-			for b.Loop() {
-				if _, err := d.driver.node.NodePublishVolume(ctx, publish); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := d.driver.node.NodeUnpublishVolume(ctx, unpublish); err != nil {
-					b.Fatal(err)
-				}
-			}
-			cpu.report(b)
-		})
 		floor := func(b *testing.B) {
 			target := filepath.Join(testenv.TmpfsDir(b), "mount")
 			cpu := startCPU(b)
 			for b.Loop() {
-				if err := kind.create(target); err != nil {
-					b.Fatal(err)
-				}
-				if err := unix.Mount(kind.source, target, "", unix.MS_BIND, ""); err != nil {
-					b.Fatal(err)
-				}
-				if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|mounter.ReadOnlyFlags, ""); err != nil {
-					b.Fatal(err)
-				}
-				if err := unix.Unmount(target, 0); err != nil {
-					b.Fatal(err)
-				}
-				if err := os.Remove(target); err != nil {
+				if err := testenv.FloorPair(agent.Source(kind), target, kind.Directory); err != nil {
 					b.Fatal(err)
 				}
 			}
 			cpu.report(b)
 		}
-		b.Run(kind.name+"/floor", floor)
-		b.Run(kind.name+"/floor-busy", func(b *testing.B) {
+		b.Run(kind.Name+"/floor", floor)
+		b.Run(kind.Name+"/floor-busy", func(b *testing.B) {
 			defer spinOtherCPU()()
 			floor(b)
 		})
 	}
+}
+
+// node is what the benchmark calls: the service itself, or a gRPC client.
+type node interface {
+	NodePublishVolume(context.Context, *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error)
+	NodeUnpublishVolume(context.Context, *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error)
+}
+
+// grpcNode is a node reached through the driver's unix socket.
+type grpcNode struct{ client csi.NodeClient }
+
+func (n grpcNode) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+	return n.client.NodePublishVolume(ctx, req)
+}
+
+func (n grpcNode) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
+	return n.client.NodeUnpublishVolume(ctx, req)
 }
 
 // spinOtherCPU keeps one OS thread of this process busy in user space until

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/datadog-csi/datadog-csi/pkg/datadog"
 )
 
 // RequireRoot fails the test when not run as root.
@@ -253,4 +255,54 @@ func TmpfsDir(t testing.TB) string {
 		}
 	})
 	return dir
+}
+
+// VolumeKind is one of the two shapes a volume takes, for the benchmarks
+// that publish one of each.
+type VolumeKind struct {
+	Name      string // sub-benchmark name
+	Type      string // volumeAttributes.type
+	Directory bool   // the agent's socket directory, else the socket file
+}
+
+// VolumeKinds are the kinds every publish benchmark runs.
+var VolumeKinds = []VolumeKind{
+	{Name: "directory", Type: string(datadog.APMSocketDirectory), Directory: true},
+	{Name: "file", Type: string(datadog.APMSocket), Directory: false},
+}
+
+// Source is the agent path a volume of kind k mounts.
+func (a *Agent) Source(k VolumeKind) string {
+	if k.Directory {
+		return a.Dir
+	}
+	return a.APMSocket
+}
+
+// FloorPair does with bare system calls the least any driver must do for
+// one publish and one unpublish: create the target, bind mount the source,
+// remount it read-only, unmount, remove the target. Benchmarks run it as
+// the floor their driver figures are compared with.
+func FloorPair(source, target string, directory bool) error {
+	var err error
+	if directory {
+		err = os.Mkdir(target, 0o750)
+	} else {
+		err = os.WriteFile(target, nil, 0o640)
+	}
+	if err != nil {
+		return err
+	}
+	if err := unix.Mount(source, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind mount: %w", err)
+	}
+	// The driver's read-only flags, spelled out: testenv may not import the mounter.
+	const readOnly = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|readOnly, ""); err != nil {
+		return fmt.Errorf("remount read-only: %w", err)
+	}
+	if err := unix.Unmount(target, 0); err != nil {
+		return fmt.Errorf("unmount: %w", err)
+	}
+	return os.Remove(target)
 }
