@@ -214,15 +214,25 @@ func roundTrip(tb testing.TB, client *http.Client, url string, body []byte) {
 	}
 }
 
+// comparedHandler is one of the handlers the admission benchmarks run
+// side by side.
+type comparedHandler struct {
+	name string
+	h    http.Handler
+}
+
+// comparedHandlers are a no-op AdmissionReview handler and /injectconfig
+// in csi mode.
+func comparedHandlers(b *testing.B) []comparedHandler {
+	return []comparedHandler{{"noop", NoOp}, {"injectconfig", newInject(b, datadog.ModeCSI)}}
+}
+
 // BenchmarkAdmission compares /injectconfig with a no-op AdmissionReview
 // handler (decode, allow, encode) over loopback HTTPS with keep-alive, in
 // the same run. The ratio of their ns/op is the overhead of the mutation.
 func BenchmarkAdmission(b *testing.B) {
 	body := reviewBody(b, labelledPod(), "apps")
-	for _, c := range []struct {
-		name string
-		h    http.Handler
-	}{{"noop", NoOp}, {"injectconfig", newInject(b, datadog.ModeCSI)}} {
+	for _, c := range comparedHandlers(b) {
 		b.Run(c.name, func(b *testing.B) {
 			url, client := loopbackServer(b, c.h)
 			roundTrip(b, client, url, body)
@@ -271,10 +281,7 @@ func BenchmarkLatencyAt1000RPS(b *testing.B) {
 	prev := runtime.GOMAXPROCS(1)
 	defer runtime.GOMAXPROCS(prev)
 	body := reviewBody(b, labelledPod(), "apps")
-	for _, c := range []struct {
-		name string
-		h    http.Handler
-	}{{"noop", NoOp}, {"injectconfig", newInject(b, datadog.ModeCSI)}} {
+	for _, c := range comparedHandlers(b) {
 		b.Run(c.name, func(b *testing.B) {
 			url, client := loopbackServer(b, c.h)
 			roundTrip(b, client, url, body)
