@@ -299,6 +299,34 @@ func TestDriverDaemonSetWiring(t *testing.T) {
 	}
 }
 
+// driver.extraEnv reaches the driver container after the chart's own
+// variables, which stay as they were.
+func TestDriverExtraEnv(t *testing.T) {
+	vals := map[string]any{"driver": map[string]any{"extraEnv": []any{
+		map[string]any{"name": "GOMAXPROCS", "value": "1"},
+		map[string]any{"name": "POD_IP", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "status.podIP"}}},
+	}}}
+	for _, tc := range []struct {
+		chart string
+		vals  map[string]any
+	}{{driverChart, vals}, {umbrellaChart, map[string]any{"datadog-csi-driver": vals}}} {
+		t.Run(tc.chart, func(t *testing.T) {
+			defaults := container(t, only[*appsv1.DaemonSet](t, mustRender(t, driverChart, nil, renderOptions{})).Spec.Template.Spec, "csi-node-driver")
+			driver := container(t, only[*appsv1.DaemonSet](t, mustRender(t, tc.chart, tc.vals, renderOptions{})).Spec.Template.Spec, "csi-node-driver")
+			n := len(defaults.Env)
+			if len(driver.Env) != n+2 || !reflect.DeepEqual(driver.Env[:n], defaults.Env) {
+				t.Fatalf("env %+v: want the chart's %d variables, then the 2 extra ones", driver.Env, n)
+			}
+			if e := driver.Env[n]; e.Name != "GOMAXPROCS" || e.Value != "1" {
+				t.Errorf("first extra variable %+v", e)
+			}
+			if e := driver.Env[n+1]; e.Name != "POD_IP" || e.ValueFrom == nil || e.ValueFrom.FieldRef.FieldPath != "status.podIP" {
+				t.Errorf("second extra variable %+v", e)
+			}
+		})
+	}
+}
+
 // By default the DaemonSet tolerates every taint: a labelled pod can run
 // wherever it is scheduled only if the driver runs there too.
 func TestDriverToleratesEveryTaintByDefault(t *testing.T) {
@@ -659,6 +687,8 @@ func TestBadValuesFailClearly(t *testing.T) {
 		{"empty registrar tag", driverChart, map[string]any{"registrar": map[string]any{"image": map[string]any{"tag": ""}}}, []string{"registrar", "tag"}},
 		{"empty subchart tag via umbrella", umbrellaChart, map[string]any{"datadog-csi-driver": map[string]any{"image": map[string]any{"tag": ""}}}, []string{"tag"}},
 		{"existingSecret without CA", webhookChart, map[string]any{"tlsMode": "existingSecret", "tlsSecretName": "x"}, []string{"tlsCABundle"}},
+		{"driver setting in extraEnv", driverChart, map[string]any{"driver": map[string]any{"extraEnv": []any{map[string]any{"name": "DD_LOG_LEVEL", "value": "debug"}}}}, []string{"extraEnv", "DD_LOG_LEVEL", "values"}},
+		{"NODE_ID in extraEnv via umbrella", umbrellaChart, map[string]any{"datadog-csi-driver": map[string]any{"driver": map[string]any{"extraEnv": []any{map[string]any{"name": "NODE_ID", "value": "n"}}}}}, []string{"extraEnv", "NODE_ID"}},
 	} {
 		for _, skip := range []bool{false, true} {
 			t.Run(tc.name+map[bool]string{false: "/schema", true: "/templates"}[skip], func(t *testing.T) {
