@@ -333,11 +333,14 @@ func (m *Mutator) resolveAuto(namespace string) datadog.Mode {
 		// rejected, hostip never is.
 		return datadog.ModeHostIP
 	}
-	switch psaapi.Level(labels[psaapi.EnforceLevelLabel]) {
-	case psaapi.LevelBaseline, psaapi.LevelRestricted:
-		return datadog.ModeHostIP
+	// hostPath only where nothing is enforced. Pod Security enforces
+	// restricted for a level it cannot parse ("Baseline", "strict"), so only
+	// an absent label or exactly "privileged" means socket is safe.
+	switch level, set := labels[psaapi.EnforceLevelLabel]; {
+	case !set, psaapi.Level(level) == psaapi.LevelPrivileged:
+		return datadog.ModeSocket
 	}
-	return datadog.ModeSocket
+	return datadog.ModeHostIP
 }
 
 type plannedVolume struct {
