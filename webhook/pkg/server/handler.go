@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"time"
@@ -111,7 +112,7 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.respond(w, buf, resp, "", OutcomeError, start)
 			return
 		}
-		patch, out, err := h.Mutator.PatchFields(fields, req.Namespace)
+		patch, out, err := h.patch(fields, req.Namespace)
 		mode = string(out.Mode)
 		switch {
 		case err != nil:
@@ -139,6 +140,19 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.respond(w, buf, resp, mode, outcome, start)
+}
+
+// patch mutates, turning a panic into an error. net/http would otherwise
+// drop the connection, logged only at debug level, counted nowhere, and
+// the pod rejected if an admin set failurePolicy Fail: a bug here must
+// cost a pod its injection, never its admission, and must show.
+func (h *Inject) patch(fields *mutate.PodFields, namespace string) (patch []byte, out mutate.Outcome, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			patch, out, err = nil, mutate.Outcome{}, fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return h.Mutator.PatchFields(fields, namespace)
 }
 
 // allowUnreadable answers a review whose pod could not be decoded: allowed,

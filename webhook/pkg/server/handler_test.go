@@ -145,6 +145,51 @@ func TestInjectFailsOpen(t *testing.T) {
 	}
 }
 
+// TestInjectSurvivesPanic: a panic while mutating (here from the cluster
+// state that mode auto asks) allows the pod unchanged, counted as an error
+// and logged at error level with the stack, and the handler keeps serving.
+func TestInjectSurvivesPanic(t *testing.T) {
+	var logs syncBuffer
+	m, err := mutate.New(mutate.Config{Mode: datadog.ModeAuto,
+		APMSocketPath: datadog.DefaultAPMSocketPath, DSDSocketPath: datadog.DefaultDSDSocketPath,
+		AgentServiceName: "datadog-agent", AgentServiceNamespace: "datadog", ClusterDomain: "cluster.local"}, panickingState{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Inject{Mutator: m, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Metrics: NewMetrics(prometheus.NewRegistry())}
+	for i := 1; i <= 2; i++ {
+		out := post(t, h, reviewBody(t, labelledPod(), "apps"))
+		if !out.Response.Allowed || out.Response.Patch != nil {
+			t.Fatalf("review %d: allowed=%v patch=%s, want allowed without patch", i, out.Response.Allowed, out.Response.Patch)
+		}
+		if got := testutil.ToFloat64(h.Metrics.Admissions.WithLabelValues("", OutcomeError)); got != float64(i) {
+			t.Fatalf("review %d: error counter %v", i, got)
+		}
+	}
+	if l := logs.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "cluster state exploded") || !strings.Contains(l, "goroutine") {
+		t.Fatalf("panic not logged at error level with its stack:\n%s", l)
+	}
+}
+
+type panickingState struct{}
+
+func (panickingState) CSIDriverInstalled() bool { panic("cluster state exploded") }
+func (panickingState) NamespaceLabels(string) (map[string]string, bool) {
+	panic("cluster state exploded")
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
 func TestInjectRejectsNonReviews(t *testing.T) {
 	h := newInject(t, datadog.ModeCSI)
 	for name, req := range map[string]*http.Request{
