@@ -23,7 +23,7 @@ help: ## list targets
 ## ---- the two commands -------------------------------------------------------
 
 .PHONY: test
-test: lint unit charts integration e2e cluster-down-check ## everything: lint, unit, charts, integration, e2e, then cluster-down and a check it left nothing
+test: lint unit fuzz-short charts integration e2e cluster-down-check ## everything: lint, unit, fuzzing, charts, integration, e2e, then cluster-down and a check it left nothing
 
 .PHONY: demo
 demo: ## create/reuse the cluster, install everything, replay the baseline scenario
@@ -86,9 +86,16 @@ e2e: cluster images ## cluster checks (sealed network, propagation) and end-to-e
 	ci/e2e.sh
 
 .PHONY: fuzz
-fuzz: ## run each fuzz target for FUZZTIME (default 60s)
-	$(GO) test -run '^$$' -fuzz FuzzResolve -fuzztime $(or $(FUZZTIME),60s) ./driver/internal/volume/
-	$(GO) test -run '^$$' -fuzz FuzzMutate -fuzztime $(or $(FUZZTIME),60s) ./webhook/pkg/mutate/
+fuzz: ## run each fuzz target for FUZZTIME (default 60s; make test runs them for 8s each)
+	$(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(or $(FUZZTIME),60s) ./driver/internal/volume/
+	$(GO) test -run '^$$' -fuzz '^FuzzMutate$$' -fuzztime $(or $(FUZZTIME),60s) ./webhook/pkg/mutate/
+	$(GO) test -run '^$$' -fuzz '^FuzzPatchFields$$' -fuzztime $(or $(FUZZTIME),60s) ./webhook/pkg/mutate/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePodFields$$' -fuzztime $(or $(FUZZTIME),60s) ./webhook/pkg/mutate/
+	$(GO) test -run '^$$' -fuzz '^FuzzPodReviewDecode$$' -fuzztime $(or $(FUZZTIME),60s) ./webhook/pkg/server/
+
+.PHONY: fuzz-short
+fuzz-short: ## every fuzz target for 8s (part of make test)
+	$(MAKE) fuzz FUZZTIME=8s
 
 .PHONY: bench
 bench: ## Go benchmarks (driver publish/unpublish vs raw syscalls, webhook vs no-op)
