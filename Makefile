@@ -84,6 +84,7 @@ cluster-down-check: ## make cluster-down, then fail if it left containers, mount
 e2e: cluster images ## cluster checks (sealed network, propagation) and end-to-end tests on kind
 	eval "$$(ci/cluster.sh env)" && cd tests && $(GO) test -count=1 -v ./cluster/...
 	ci/e2e.sh
+	E2E_BENCH_PODS=2 ci/e2e.sh -bench  # the benchmark runs too (make bench-e2e: 20 pods per mode)
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 60s; make test runs them for 8s each)

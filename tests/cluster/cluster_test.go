@@ -73,8 +73,8 @@ func requireCluster(t *testing.T) (kubectl string) {
 
 func TestClusterIsSealed(t *testing.T) {
 	if !offline() {
-		t.Log("KIND_NODE_IMAGE is set: the cluster uses the machine's own docker network, which this project does not seal")
-		return
+		// Not infrastructure missing: a registry user's cluster is not sealed by design.
+		t.Skip("KIND_NODE_IMAGE is set: the cluster uses the machine's own docker network, which this project does not seal")
 	}
 	requireCluster(t)
 

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -44,24 +45,48 @@ func TestFaults(t *testing.T) {
 	all := []want{{"dirs-1", true, true}, {"dirs-2", true, true}, {"sockets", true, true}}
 	f.waitTraffic(a, all, 2, 90*time.Second, nil)
 
-	t.Run("driver pod deleted: apps keep sending", func(t *testing.T) {
+	t.Run("driver pod deleted: apps keep sending, with no driver and with its replacement", func(t *testing.T) {
 		f := f.sub(t)
 		drivers, err := f.releasePods(f.ctx, rel, driverChartName)
 		if err != nil || len(drivers) != 1 {
 			t.Fatalf("want 1 driver pod, got %d (%v)", len(drivers), err)
 		}
-		before, err := f.agentRecords(f.ctx, a)
+		mounts := func() map[string]int {
+			mi, err := f.nodeMountInfo()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := map[string]int{}
+			for name, uid := range uids {
+				n[name] = len(csiMountLines(mi, uid))
+			}
+			return n
+		}
+		mountsBefore := mounts()
+		for name, n := range mountsBefore {
+			if n < 2 {
+				t.Fatalf("pod %s has %d CSI mounts on the node before the restart, want 2", name, n)
+			}
+		}
+		// Mounts are the kernel's: once the old driver process is gone,
+		// before or while its replacement starts, traffic goes on.
+		f.deletePodAndWait(rel.namespace, drivers[0].Name, 2*time.Minute)
+		t.Logf("driver pod %s deleted and gone", drivers[0].Name)
+		gone, err := f.agentRecords(f.ctx, a)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := f.client.CoreV1().Pods(rel.namespace).Delete(f.ctx, drivers[0].Name, metav1.DeleteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("deleted driver pod %s", drivers[0].Name)
-		// Mounts are the kernel's: traffic goes on whether or not a driver runs.
-		f.waitTraffic(a, all, 3, time.Minute, &before)
+		f.waitTraffic(a, all, 3, time.Minute, &gone)
 		f.waitReplacedReady(rel, driverChartName, drivers[0].Name)
 		f.waitDriverRegistered(rel)
+		replaced, err := f.agentRecords(f.ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.waitTraffic(a, all, 3, time.Minute, &replaced)
+		if after := mounts(); !reflect.DeepEqual(after, mountsBefore) {
+			t.Fatalf("CSI mounts of the app pods on the node changed across the driver restart: %v, then %v", mountsBefore, after)
+		}
 	})
 
 	t.Run("app pod deleted after the driver restart: no leftover mount", func(t *testing.T) {
