@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/datadog-csi/datadog-csi/pkg/datadog"
@@ -54,11 +55,21 @@ func randomPod(seed uint64) *corev1.Pod {
 	for i := range r.IntN(3) {
 		pod.Spec.InitContainers = append(pod.Spec.InitContainers, container(10+i))
 	}
+	// A volume of an injected name, as on reinvocation once another webhook
+	// added a container: the containers without its mount must still get
+	// it. Drawn last so the earlier draws of a seed, and its pod, stay.
+	if r.IntN(3) == 0 {
+		name := pick(names[:len(names)-1]...)
+		if !slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == name }) {
+			pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		}
+	}
 	return pod
 }
 
 // FuzzMutate: no panic, every patch applies cleanly and yields the mutated
-// pod, and the webhook applied to its own output returns no patch.
+// pod, every container can reach the sockets its env vars name, and the
+// webhook applied to its own output returns no patch.
 func FuzzMutate(f *testing.F) {
 	for _, s := range []uint64{0, 1, 2, 3, 42, 1 << 40} {
 		f.Add(s, uint8(0), false, false, false)
@@ -86,6 +97,9 @@ func FuzzMutate(f *testing.F) {
 		if got := decodePod(t, applied); !reflect.DeepEqual(got, want) {
 			t.Fatalf("patch %s does not yield the mutated pod (outcome %+v)", patch, out)
 		}
+		if _, d := m.decide(want.Labels, want.Namespace, "apps"); out.Skipped == "" && d.plan != nil {
+			checkMountsPlanned(t, want, d.plan)
+		}
 		again, _, err := m.Patch(applied, "apps")
 		if err != nil {
 			t.Fatal(err)
@@ -94,4 +108,25 @@ func FuzzMutate(f *testing.F) {
 			t.Fatalf("not idempotent: second patch %s", again)
 		}
 	})
+}
+
+// checkMountsPlanned fails unless every container and init container of a
+// mutated pod has each planned volume's mount, or a mount of its name or
+// path: none is left with socket env vars and no socket, even when the pod
+// had the volume already.
+func checkMountsPlanned(t *testing.T, pod *corev1.Pod, plan *socketPlan) {
+	t.Helper()
+	var volumes []string
+	for _, v := range pod.Spec.Volumes {
+		volumes = append(volumes, v.Name)
+	}
+	for _, c := range slices.Concat(pod.Spec.Containers, pod.Spec.InitContainers) {
+		for _, p := range plan.volumes {
+			if !slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool {
+				return vm.Name == p.mount.Name || vm.MountPath == p.mount.MountPath
+			}) {
+				t.Fatalf("container %s has no mount of %s or at %s; pod volumes %v", c.Name, p.mount.Name, p.mount.MountPath, volumes)
+			}
+		}
+	}
 }

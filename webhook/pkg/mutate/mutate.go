@@ -227,11 +227,12 @@ func (m *Mutator) MutatePod(pod *corev1.Pod, namespace string) Outcome {
 	changed := false
 	if d.plan != nil {
 		for _, p := range d.plan.volumes {
-			if injectVolume(pod, p.volume, p.mount) {
+			added, mounted := injectVolume(pod, p.volume, p.mount)
+			if added {
 				out.InjectedVolumes = append(out.InjectedVolumes, p.volume.Name)
 			}
+			changed = changed || mounted
 		}
-		changed = len(out.InjectedVolumes) > 0
 	}
 	changed = prependEnv(pod.Spec.Containers, d.envs.vars, false) || changed
 	changed = prependEnv(pod.Spec.InitContainers, d.envs.vars, true) || changed
@@ -455,14 +456,15 @@ func prependEnv(containers []corev1.Container, envs []corev1.EnvVar, init bool) 
 	return changed
 }
 
-// injectVolume adds volume unless the pod has one of that name, and mounts
-// it in every container and init container that has no mount of that name
-// or path. The volume is added only if at least one container mounts it.
-func injectVolume(pod *corev1.Pod, volume corev1.Volume, mount corev1.VolumeMount) bool {
-	if slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == volume.Name }) {
-		return false
-	}
-	mounted := false
+// injectVolume mounts volume in every container and init container that
+// has no mount of that name or path, and adds it unless the pod has a
+// volume of that name. A pod that has the volume still gets the mount in
+// the containers that lack it: on reinvocation another webhook may have
+// added a container, which gets the socket env vars and so needs the
+// socket too. The volume is added only if at least one container mounts
+// it; mounted says whether any container got the mount. This is the
+// Cluster Agent's rule too (PatchInjectVolume).
+func injectVolume(pod *corev1.Pod, volume corev1.Volume, mount corev1.VolumeMount) (added, mounted bool) {
 	for _, containers := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
 		for i := range containers {
 			c := &containers[i]
@@ -475,10 +477,11 @@ func injectVolume(pod *corev1.Pod, volume corev1.Volume, mount corev1.VolumeMoun
 			mounted = true
 		}
 	}
-	if mounted {
-		pod.Spec.Volumes = append(pod.Spec.Volumes, volume)
+	if !mounted || slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == volume.Name }) {
+		return false, mounted
 	}
-	return mounted
+	pod.Spec.Volumes = append(pod.Spec.Volumes, volume)
+	return true, true
 }
 
 // markSafeToEvict adds a volume to the cluster autoscaler's list of local

@@ -143,16 +143,12 @@ func (m *Mutator) PatchFields(f *PodFields, namespace string) ([]byte, Outcome, 
 }
 
 // injectsVolume applies injectVolume's rule to planned volume i: it is
-// added unless the pod has a volume of its name, and mounted in every
-// container that has no mount of its name or path (counting the mounts of
-// the planned volumes before it); it is added only if mounted somewhere.
+// mounted in every container that has no mount of its name or path
+// (counting the mounts of the planned volumes before it), even when the
+// pod already has a volume of its name, and it is added unless the pod
+// has one, only if mounted somewhere. It reports whether it is added.
 func injectsVolume(f *PodFields, groups [2][]slimContainer, plan []plannedVolume, i int, mounted []uint8) bool {
 	v := &plan[i]
-	for _, existing := range f.Spec.Volumes {
-		if existing.Name == v.volume.Name {
-			return false
-		}
-	}
 	mountedSomewhere := false
 	c := 0
 	for _, group := range groups {
@@ -164,7 +160,15 @@ func injectsVolume(f *PodFields, groups [2][]slimContainer, plan []plannedVolume
 			c++
 		}
 	}
-	return mountedSomewhere
+	if !mountedSomewhere {
+		return false
+	}
+	for _, existing := range f.Spec.Volumes {
+		if existing.Name == v.volume.Name {
+			return false
+		}
+	}
+	return true
 }
 
 func hasMount(own []slimMount, plan []plannedVolume, planned uint8, name, mountPath string) bool {
