@@ -181,6 +181,37 @@ func TestDriverAcceptsDatadogValues(t *testing.T) {
 	}
 }
 
+// An image repository left empty or null, as in values files from Datadog's
+// early charts, means the chart's default (the templates repeat values.yaml's,
+// since Helm deletes a key set to null), in the driver chart and via the umbrella.
+func TestDriverEmptyRepositoryMeansDefault(t *testing.T) {
+	images := func(r rendered) (string, string) {
+		pod := only[*appsv1.DaemonSet](t, r).Spec.Template.Spec
+		return container(t, pod, "csi-node-driver").Image, container(t, pod, "csi-node-driver-registrar").Image
+	}
+	wantDriver, wantRegistrar := images(mustRender(t, driverChart, nil, renderOptions{}))
+	if !strings.HasPrefix(wantDriver, "ghcr.io/datadog-csi/datadog-csi-driver:") || !strings.HasPrefix(wantRegistrar, "registry.k8s.io/sig-storage/csi-node-driver-registrar:") {
+		t.Fatalf("default images %s, %s", wantDriver, wantRegistrar)
+	}
+	for _, empty := range []any{nil, "", " "} {
+		vals := map[string]any{
+			"image":     map[string]any{"repository": empty},
+			"registrar": map[string]any{"image": map[string]any{"repository": empty}},
+		}
+		for _, tc := range []struct {
+			chart string
+			vals  map[string]any
+		}{{driverChart, vals}, {umbrellaChart, map[string]any{"datadog-csi-driver": vals}}} {
+			for _, skip := range []bool{false, true} {
+				driver, registrar := images(mustRender(t, tc.chart, tc.vals, renderOptions{skipSchemaValidation: skip}))
+				if driver != wantDriver || registrar != wantRegistrar {
+					t.Errorf("%s, repositories %#v (skip schema %v): images %s, %s; want the defaults %s, %s", tc.chart, empty, skip, driver, registrar, wantDriver, wantRegistrar)
+				}
+			}
+		}
+	}
+}
+
 // With both sockets in one directory it is mounted once.
 func TestDriverMountsSharedSocketDirectoryOnce(t *testing.T) {
 	r := mustRender(t, driverChart, nil, renderOptions{})
@@ -548,6 +579,39 @@ func TestWebhookWiring(t *testing.T) {
 	}
 }
 
+// kube-system and the release namespace are never sent to the webhook nor
+// mutated by it, whatever excludedNamespaces says; the list has no duplicates.
+func TestWebhookAlwaysExcludesKubeSystemAndOwnNamespace(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		excluded []any
+		want     []string
+	}{
+		{"default", nil, []string{"kube-system", releaseNamespace}},
+		{"empty", []any{}, []string{"kube-system", releaseNamespace}},
+		{"without kube-system", []any{"team-a"}, []string{"kube-system", "team-a", releaseNamespace}},
+		{"duplicates", []any{releaseNamespace, "kube-system", "team-a", "team-a"}, []string{"kube-system", releaseNamespace, "team-a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vals := map[string]any{}
+			if tc.excluded != nil {
+				vals["excludedNamespaces"] = tc.excluded
+			}
+			for chart, vals := range map[string]map[string]any{webhookChart: vals, umbrellaChart: {"datadog-csi-webhook": vals}} {
+				r := mustRender(t, chart, vals, renderOptions{})
+				selector := only[*admissionregistrationv1.MutatingWebhookConfiguration](t, r).Webhooks[0].NamespaceSelector.MatchExpressions[0]
+				if selector.Key != "kubernetes.io/metadata.name" || selector.Operator != "NotIn" || !reflect.DeepEqual(selector.Values, tc.want) {
+					t.Errorf("%s: namespaceSelector %+v, want NotIn %v", chart, selector, tc.want)
+				}
+				webhook := container(t, only[*appsv1.Deployment](t, r).Spec.Template.Spec, "webhook")
+				if got, _ := argValue(webhook.Args, "excluded-namespaces"); got != strings.Join(tc.want, ",") {
+					t.Errorf("%s: --excluded-namespaces=%s, want %s", chart, got, strings.Join(tc.want, ","))
+				}
+			}
+		})
+	}
+}
+
 func decodedOrEmpty(t *testing.T, b64 string) string {
 	t.Helper()
 	if b64 == "" {
@@ -637,6 +701,18 @@ func TestUmbrella(t *testing.T) {
 	if _, ok := mountAt(driver, "/run/datadog-agent"); !ok {
 		t.Error("driver does not mount /run/datadog-agent")
 	}
+	// A subchart socket value equal to the global agrees with it, so it is
+	// accepted (a different one fails: TestBadValuesFailClearly).
+	vals["datadog-csi-driver"] = map[string]any{"sockets": map[string]any{"apmHostSocketPath": "/run/datadog-agent/apm.socket"}}
+	vals["datadog-csi-webhook"] = map[string]any{"dsdSocketPath": "/run/datadog-agent/dsd.socket"}
+	agreeing := mustRender(t, umbrellaChart, vals, renderOptions{})
+	if got, _ := argValue(container(t, only[*appsv1.DaemonSet](t, agreeing).Spec.Template.Spec, "csi-node-driver").Args, "apm-host-socket-path"); got != "/run/datadog-agent/apm.socket" {
+		t.Errorf("driver --apm-host-socket-path=%q with a subchart value equal to the global", got)
+	}
+	if got, _ := argValue(container(t, only[*appsv1.Deployment](t, agreeing).Spec.Template.Spec, "webhook").Args, "dsd-socket-path"); got != "/run/datadog-agent/dsd.socket" {
+		t.Errorf("webhook --dsd-socket-path=%q with a subchart value equal to the global", got)
+	}
+
 	binding := only[*admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, r)
 	policy := only[*admissionregistrationv1.ValidatingAdmissionPolicy](t, r)
 	if binding.Spec.PolicyName != policy.Name || !reflect.DeepEqual(binding.Spec.ValidationActions, []admissionregistrationv1.ValidationAction{"Warn", "Audit"}) {
@@ -689,6 +765,22 @@ func TestBadValuesFailClearly(t *testing.T) {
 		{"existingSecret without CA", webhookChart, map[string]any{"tlsMode": "existingSecret", "tlsSecretName": "x"}, []string{"tlsCABundle"}},
 		{"driver setting in extraEnv", driverChart, map[string]any{"driver": map[string]any{"extraEnv": []any{map[string]any{"name": "DD_LOG_LEVEL", "value": "debug"}}}}, []string{"extraEnv", "DD_LOG_LEVEL", "values"}},
 		{"NODE_ID in extraEnv via umbrella", umbrellaChart, map[string]any{"datadog-csi-driver": map[string]any{"driver": map[string]any{"extraEnv": []any{map[string]any{"name": "NODE_ID", "value": "n"}}}}}, []string{"extraEnv", "NODE_ID"}},
+		// nil is `--set key=null`, or `key:` left empty in a values file: Helm deletes the key.
+		{"null webhook repository", webhookChart, map[string]any{"image": map[string]any{"repository": nil}}, []string{"image", "repository"}},
+		{"empty webhook repository", webhookChart, map[string]any{"image": map[string]any{"repository": ""}}, []string{"image", "repository"}},
+		{"null webhook repository via umbrella", umbrellaChart, map[string]any{"datadog-csi-webhook": map[string]any{"image": map[string]any{"repository": nil}}}, []string{"image", "repository"}},
+		{"null registrar tag", driverChart, map[string]any{"registrar": map[string]any{"image": map[string]any{"tag": nil}}}, []string{"registrar", "tag"}},
+		{"null registrar tag via umbrella", umbrellaChart, map[string]any{"datadog-csi-driver": map[string]any{"registrar": map[string]any{"image": map[string]any{"tag": nil}}}}, []string{"registrar", "tag"}},
+		{"null global socket", umbrellaChart, map[string]any{"global": map[string]any{"apmHostSocketPath": nil}}, []string{"global", "apmHostSocketPath"}},
+		{"empty global socket", umbrellaChart, map[string]any{"global": map[string]any{"dsdHostSocketPath": ""}}, []string{"global", "dsdHostSocketPath"}},
+		{"driver socket other than the umbrella's global", umbrellaChart, map[string]any{"datadog-csi-driver": map[string]any{"sockets": map[string]any{"apmHostSocketPath": "/run/dd/apm.socket"}}},
+			[]string{"sockets.apmHostSocketPath", "global.apmHostSocketPath", "/run/dd/apm.socket"}},
+		{"webhook socket other than the umbrella's global", umbrellaChart, map[string]any{"global": map[string]any{"dsdHostSocketPath": "/run/a/dsd.socket"}, "datadog-csi-webhook": map[string]any{"dsdSocketPath": "/run/b/dsd.socket"}},
+			[]string{"dsdSocketPath", "global.dsdHostSocketPath", "/run/a/dsd.socket", "/run/b/dsd.socket"}},
+		{"driver socket other than its global", driverChart, map[string]any{"global": map[string]any{"dsdHostSocketPath": "/run/a/dsd.socket"}, "sockets": map[string]any{"dsdHostSocketPath": "/run/b/dsd.socket"}},
+			[]string{"sockets.dsdHostSocketPath", "global.dsdHostSocketPath"}},
+		{"webhook socket other than its global", webhookChart, map[string]any{"global": map[string]any{"apmHostSocketPath": "/run/a/apm.socket"}, "apmSocketPath": "/run/b/apm.socket"},
+			[]string{"apmSocketPath", "global.apmHostSocketPath"}},
 	} {
 		for _, skip := range []bool{false, true} {
 			t.Run(tc.name+map[bool]string{false: "/schema", true: "/templates"}[skip], func(t *testing.T) {

@@ -59,11 +59,33 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{- define "datadog-csi-driver.registrarImage" -}}
-{{- if eq (toString .Values.registrar.image.tag | trim) "" }}
-{{- fail "registrar.image.tag is empty: set it to a csi-node-driver-registrar tag, e.g. v2.18.0" }}
+{{/*
+The default image repositories, repeated from values.yaml (the chart tests
+compare them): a repository set to null or "" means the default, as in values
+files generated from Datadog's early charts, whose `repository:` was empty.
+Helm deletes a key set to null, so values.yaml's default is gone by then.
+*/}}
+{{- define "datadog-csi-driver.defaultRepository" -}}
+ghcr.io/datadog-csi/datadog-csi-driver
 {{- end }}
-{{- printf "%s:%s" .Values.registrar.image.repository (toString .Values.registrar.image.tag) }}
+
+{{- define "datadog-csi-driver.defaultRegistrarRepository" -}}
+registry.k8s.io/sig-storage/csi-node-driver-registrar
+{{- end }}
+
+{{/* The driver image: image.repository (the default when null or empty) and the tag. */}}
+{{- define "datadog-csi-driver.image" -}}
+{{- $repo := toString (.Values.image.repository | default "") | trim }}
+{{- printf "%s:%s" ($repo | default (include "datadog-csi-driver.defaultRepository" .)) (include "datadog-csi-driver.imageTag" .) }}
+{{- end }}
+
+{{- define "datadog-csi-driver.registrarImage" -}}
+{{- $repo := toString (.Values.registrar.image.repository | default "") | trim }}
+{{- $tag := .Values.registrar.image.tag }}
+{{- if or (kindIs "invalid" $tag) (eq (toString $tag | trim) "") }}
+{{- fail "registrar.image.tag must not be empty: set it to a csi-node-driver-registrar tag, or remove it from your values for the chart's pinned default" }}
+{{- end }}
+{{- printf "%s:%s" ($repo | default (include "datadog-csi-driver.defaultRegistrarRepository" .)) (toString $tag) }}
 {{- end }}
 
 {{/*
@@ -79,24 +101,37 @@ datadog-csi-driver.absPath checks that a value is an absolute, clean path
 {{- $path }}
 {{- end }}
 
-{{/* The APM socket's host path: global.apmHostSocketPath, else sockets.apmHostSocketPath. */}}
-{{- define "datadog-csi-driver.apmHostSocketPath" -}}
-{{- $g := (.Values.global | default dict).apmHostSocketPath }}
+{{/*
+datadog-csi-driver.socketPath: a socket's host path, from the global value when
+set (a parent chart, the datadog-csi umbrella, sets it once for the driver and
+the webhook), else from the chart's own value. An own value that is neither the
+default nor the global's would be silently ignored, so it fails instead.
+Argument: (list "global.name" global "own.name" own default).
+*/}}
+{{- define "datadog-csi-driver.socketPath" -}}
+{{- $gName := index . 0 }}
+{{- $g := toString (index . 1 | default "") }}
+{{- $name := index . 2 }}
+{{- $own := toString (index . 3 | default "") }}
+{{- $default := index . 4 }}
 {{- if $g }}
-{{- include "datadog-csi-driver.absPath" (list "global.apmHostSocketPath" $g) }}
+{{- if and $own (ne $own $g) (ne $own $default) }}
+{{- fail (printf "%s %q differs from %s %q, which overrides it: set the path once, in %s (in the datadog-csi umbrella both the driver and the webhook use it), and remove %s" $name $own $gName $g $gName $name) }}
+{{- end }}
+{{- include "datadog-csi-driver.absPath" (list $gName $g) }}
 {{- else }}
-{{- include "datadog-csi-driver.absPath" (list "sockets.apmHostSocketPath" .Values.sockets.apmHostSocketPath) }}
+{{- include "datadog-csi-driver.absPath" (list $name $own) }}
 {{- end }}
 {{- end }}
 
-{{/* The DogStatsD socket's host path: global.dsdHostSocketPath, else sockets.dsdHostSocketPath. */}}
-{{- define "datadog-csi-driver.dsdHostSocketPath" -}}
-{{- $g := (.Values.global | default dict).dsdHostSocketPath }}
-{{- if $g }}
-{{- include "datadog-csi-driver.absPath" (list "global.dsdHostSocketPath" $g) }}
-{{- else }}
-{{- include "datadog-csi-driver.absPath" (list "sockets.dsdHostSocketPath" .Values.sockets.dsdHostSocketPath) }}
+{{/* The APM socket's host path: global.apmHostSocketPath, else sockets.apmHostSocketPath (default repeated from values.yaml). */}}
+{{- define "datadog-csi-driver.apmHostSocketPath" -}}
+{{- include "datadog-csi-driver.socketPath" (list "global.apmHostSocketPath" (.Values.global | default dict).apmHostSocketPath "sockets.apmHostSocketPath" .Values.sockets.apmHostSocketPath "/var/run/datadog/apm.socket") }}
 {{- end }}
+
+{{/* The DogStatsD socket's host path: global.dsdHostSocketPath, else sockets.dsdHostSocketPath (default repeated from values.yaml). */}}
+{{- define "datadog-csi-driver.dsdHostSocketPath" -}}
+{{- include "datadog-csi-driver.socketPath" (list "global.dsdHostSocketPath" (.Values.global | default dict).dsdHostSocketPath "sockets.dsdHostSocketPath" .Values.sockets.dsdHostSocketPath "/var/run/datadog/dsd.socket") }}
 {{- end }}
 
 {{/* The kubelet root directory, without a trailing slash. */}}

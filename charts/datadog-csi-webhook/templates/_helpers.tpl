@@ -53,6 +53,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/*
+The webhook image. An empty or null repository fails rather than rendering
+":<tag>"; Helm deletes a key set to null, so the default is gone by then.
+*/}}
+{{- define "datadog-csi-webhook.image" -}}
+{{- $repo := toString (.Values.image.repository | default "") | trim }}
+{{- if not $repo }}
+{{- fail "image.repository must not be empty: set it to an image repository, or remove it from your values for the default ghcr.io/datadog-csi/datadog-csi-webhook" }}
+{{- end }}
+{{- printf "%s:%s" $repo (include "datadog-csi-webhook.imageTag" .) }}
+{{- end }}
+
 {{/* Checks an absolute, clean path and returns it. Argument: (list "value.name" value). */}}
 {{- define "datadog-csi-webhook.absPath" -}}
 {{- $name := index . 0 }}
@@ -63,22 +75,37 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $path }}
 {{- end }}
 
-{{- define "datadog-csi-webhook.apmSocketPath" -}}
-{{- $g := (.Values.global | default dict).apmHostSocketPath }}
+{{/*
+datadog-csi-webhook.socketPath: a socket's host path, from the global value when
+set (a parent chart, the datadog-csi umbrella, sets it once for the driver and
+the webhook), else from the chart's own value. An own value that is neither the
+default nor the global's would be silently ignored, so it fails instead.
+Argument: (list "global.name" global "own.name" own default).
+*/}}
+{{- define "datadog-csi-webhook.socketPath" -}}
+{{- $gName := index . 0 }}
+{{- $g := toString (index . 1 | default "") }}
+{{- $name := index . 2 }}
+{{- $own := toString (index . 3 | default "") }}
+{{- $default := index . 4 }}
 {{- if $g }}
-{{- include "datadog-csi-webhook.absPath" (list "global.apmHostSocketPath" $g) }}
+{{- if and $own (ne $own $g) (ne $own $default) }}
+{{- fail (printf "%s %q differs from %s %q, which overrides it: set the path once, in %s (in the datadog-csi umbrella both the driver and the webhook use it), and remove %s" $name $own $gName $g $gName $name) }}
+{{- end }}
+{{- include "datadog-csi-webhook.absPath" (list $gName $g) }}
 {{- else }}
-{{- include "datadog-csi-webhook.absPath" (list "apmSocketPath" .Values.apmSocketPath) }}
+{{- include "datadog-csi-webhook.absPath" (list $name $own) }}
 {{- end }}
 {{- end }}
 
-{{- define "datadog-csi-webhook.dsdSocketPath" -}}
-{{- $g := (.Values.global | default dict).dsdHostSocketPath }}
-{{- if $g }}
-{{- include "datadog-csi-webhook.absPath" (list "global.dsdHostSocketPath" $g) }}
-{{- else }}
-{{- include "datadog-csi-webhook.absPath" (list "dsdSocketPath" .Values.dsdSocketPath) }}
+{{/* The APM socket's host path: global.apmHostSocketPath, else apmSocketPath (default repeated from values.yaml). */}}
+{{- define "datadog-csi-webhook.apmSocketPath" -}}
+{{- include "datadog-csi-webhook.socketPath" (list "global.apmHostSocketPath" (.Values.global | default dict).apmHostSocketPath "apmSocketPath" .Values.apmSocketPath "/var/run/datadog/apm.socket") }}
 {{- end }}
+
+{{/* The DogStatsD socket's host path: global.dsdHostSocketPath, else dsdSocketPath (default repeated from values.yaml). */}}
+{{- define "datadog-csi-webhook.dsdSocketPath" -}}
+{{- include "datadog-csi-webhook.socketPath" (list "global.dsdHostSocketPath" (.Values.global | default dict).dsdHostSocketPath "dsdSocketPath" .Values.dsdSocketPath "/var/run/datadog/dsd.socket") }}
 {{- end }}
 
 {{/* The validated agentCommunicationMode, lower-cased as the Cluster Agent accepts it. */}}
@@ -113,8 +140,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s.agent-config.datadog-csi.io" (include "datadog-csi-webhook.fullname" .) }}
 {{- end }}
 
+{{/*
+The namespaces never mutated, comma-separated: kube-system (mutating the
+control plane's pods could break the cluster), excludedNamespaces, and the
+release namespace (the webhook must not depend on itself), without duplicates.
+*/}}
 {{- define "datadog-csi-webhook.excludedNamespaces" -}}
-{{- $ns := list }}
+{{- $ns := list "kube-system" }}
 {{- range .Values.excludedNamespaces }}
 {{- $ns = append $ns (toString .) }}
 {{- end }}

@@ -25,3 +25,19 @@ chart tests compare them).
 {{- define "datadog-csi.volumeTypes" -}}
 APMSocket,DSDSocket,APMSocketDirectory,DSDSocketDirectory,DatadogSocketsDirectory
 {{- end }}
+
+{{/*
+A socket path of both subcharts: the global, required here so that the driver
+and the webhook cannot fall back to their own, possibly different, values.
+NOTES.txt includes it: the one template rendered whatever the values.
+Argument: (list . "apmHostSocketPath" "/var/run/datadog/apm.socket").
+*/}}
+{{- define "datadog-csi.socketPath" -}}
+{{- $root := index . 0 }}
+{{- $key := index . 1 }}
+{{- $path := toString (index ($root.Values.global | default dict) $key | default "") }}
+{{- if not $path }}
+{{- fail (printf "global.%s must not be empty: it is the socket path of both the driver and the webhook; set it, or remove it from your values for the default %s" $key (index . 2)) }}
+{{- end }}
+{{- $path }}
+{{- end }}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,7 +76,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AgentServiceName, "agent-service-name", "datadog-agent", "agent Service (service mode)")
 	fs.StringVar(&c.AgentServiceNamespace, "agent-service-namespace", "", "namespace of the agent Service (default: --namespace)")
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", "cluster.local", "cluster DNS domain (service mode, certificate names)")
-	fs.StringVar(&c.ExcludedNamespaces, "excluded-namespaces", "kube-system", "comma-separated namespaces never mutated (--namespace always is)")
+	fs.StringVar(&c.ExcludedNamespaces, "excluded-namespaces", "", "comma-separated namespaces never mutated; kube-system and --namespace never are, whatever this says")
 	fs.StringVar(&c.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the webhook's own namespace (default $POD_NAMESPACE)")
 	fs.StringVar(&c.TLSMode, "tls-mode", TLSSelfManaged, "serving certificate source: selfManaged, certManager or existingSecret")
 	fs.StringVar(&c.TLSCertDir, "tls-cert-dir", "/etc/datadog-csi-webhook/certs", "directory of tls.crt and tls.key, hot-reloaded (certManager, existingSecret)")
@@ -165,10 +166,29 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// alwaysExcludedNamespace is never mutated, whatever --excluded-namespaces
+// says: a broken or slow webhook must not stand in the way of the control
+// plane's own pods.
+const alwaysExcludedNamespace = "kube-system"
+
+// excluded lists --excluded-namespaces as given.
 func (c *Config) excluded() []string {
 	var out []string
 	for _, ns := range strings.Split(c.ExcludedNamespaces, ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// allExcluded is every namespace never mutated: kube-system,
+// --excluded-namespaces and --namespace (the webhook must not depend on
+// itself), without duplicates.
+func (c *Config) allExcluded() []string {
+	var out []string
+	for _, ns := range append(append([]string{alwaysExcludedNamespace}, c.excluded()...), c.Namespace) {
+		if ns != "" && !slices.Contains(out, ns) {
 			out = append(out, ns)
 		}
 	}
@@ -191,7 +211,7 @@ func (c *Config) MutateConfig() mutate.Config {
 		AgentServiceName:      c.AgentServiceName,
 		AgentServiceNamespace: agentNS,
 		ClusterDomain:         c.ClusterDomain,
-		ExcludedNamespaces:    append(c.excluded(), c.Namespace),
+		ExcludedNamespaces:    c.allExcluded(),
 	}
 }
 
