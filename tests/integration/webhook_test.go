@@ -5,6 +5,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -123,7 +124,7 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 		}
 	})
 
-	t.Run("selfManaged TLS: Secret and caBundle managed, rotation during a stream of admissions has 0 failures", func(t *testing.T) {
+	t.Run("selfManaged TLS: Secret and caBundle managed, CA and certificate rotation during a stream of admissions has 0 failures", func(t *testing.T) {
 		ctx := context.Background()
 		// The chart pre-creates the Secret empty so the webhook needs no
 		// create permission.
@@ -138,6 +139,7 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 		cfg.ServiceName = webhookServiceName
 		cfg.ExtraIPs = []net.IP{net.IPv4(127, 0, 0, 1)}
 		cfg.CertValidity = 3 * time.Second // renewed every ~2 s
+		cfg.CAValidity = 6 * time.Second   // renewed every ~4 s: the old CA stays in the bundle
 		cfg.CertCheckInterval = 200 * time.Millisecond
 		cfg.DisableKeepAlives = true // every admission handshakes: rotations are really used
 		// No caBundle: the webhook patches it in. The URL is set once the
@@ -170,16 +172,24 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 
 		// Alternate the two replicas' URLs in the configuration too, so
 		// the apiserver handshakes with both while they rotate.
-		serials := map[string]bool{}
+		serials, bundles := map[string]bool{}, map[string]int{} // bundle → number of CAs in it
 		var mu sync.Mutex
 		watchCtx, stopWatch := context.WithCancel(ctx)
 		defer stopWatch()
 		go func() {
-			for watchCtx.Err() == nil {
+			for i := 0; watchCtx.Err() == nil; i++ {
 				for _, w := range []*runningWebhook{w1, w2} {
 					if leaf := w.app.ServingCertificate(); leaf != nil {
 						mu.Lock()
 						serials[leaf.SerialNumber.String()] = true
+						mu.Unlock()
+					}
+				}
+				if i%4 == 0 {
+					if mwc, err := cp.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(watchCtx, webhookConfigName, metav1.GetOptions{}); err == nil {
+						bundle := mwc.Webhooks[0].ClientConfig.CABundle
+						mu.Lock()
+						bundles[string(bundle)] = bytes.Count(bundle, []byte("BEGIN CERTIFICATE"))
 						mu.Unlock()
 					}
 				}
@@ -205,14 +215,20 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 		}
 		stopWatch()
 		mu.Lock()
-		rotations := len(serials) - 1
+		rotations, caRotations, bundleOfTwo := len(serials)-1, len(bundles)-1, false
+		for _, n := range bundles {
+			bundleOfTwo = bundleOfTwo || n == 2
+		}
 		mu.Unlock()
-		t.Logf("%d admissions, %d failures, %d certificate rotations", total, failures, rotations)
+		t.Logf("%d admissions, %d failures, %d certificate rotations, %d CA bundle changes", total, failures, rotations, caRotations)
 		if failures != 0 {
 			t.Fatalf("%d of %d admissions failed during rotation", failures, total)
 		}
 		if rotations < 2 {
 			t.Fatalf("only %d certificate rotations in the stream; the test did not exercise rotation", rotations)
+		}
+		if caRotations < 1 || !bundleOfTwo {
+			t.Fatalf("%d CA bundle changes, a bundle with the old and the new CA seen: %v; the test did not exercise CA rotation", caRotations, bundleOfTwo)
 		}
 		if total < 50 {
 			t.Fatalf("only %d admissions in the stream", total)

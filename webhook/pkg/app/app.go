@@ -174,6 +174,7 @@ func (a *App) startCertificates(ctx context.Context, wg *sync.WaitGroup) error {
 			WebhookConfigName: a.cfg.WebhookConfigName,
 			DNSNames:          a.dnsNames(),
 			IPs:               a.cfg.ExtraIPs,
+			CAValidity:        a.cfg.CAValidity,
 			CertValidity:      a.cfg.CertValidity,
 			Interval:          a.cfg.CertCheckInterval,
 			Holder:            a.holder,

@@ -54,7 +54,9 @@ type Config struct {
 
 	// ExtraIPs are added to a self-managed serving certificate.
 	ExtraIPs []net.IP
-	// CertValidity of a self-managed serving certificate (default 1 year).
+	// CAValidity of a self-managed CA (default 10 years) and CertValidity
+	// of its serving certificate (default 1 year).
+	CAValidity   time.Duration
 	CertValidity time.Duration
 	// CertCheckInterval is how often certificates are re-read or renewed
 	// (default 1 minute self-managed, 10 seconds from files).
