@@ -132,7 +132,17 @@ down() {
 		log "dedicated dockerd not running; starting it to delete the cluster's containers"
 		"$REPO_ROOT/ci/docker.sh" up >/dev/null
 	fi
-	[[ -x $KIND ]] && "$KIND" delete cluster --name "$CLUSTER" || true
+	if [[ -x $KIND ]]; then
+		"$KIND" delete cluster --name "$CLUSTER" || die "kind could not delete cluster $CLUSTER (above); fix that and run 'make cluster-down' again"
+	else
+		# Without kind only an empty docker is proof that nothing is left to delete.
+		local nodes
+		nodes=$(docker ps -aq --filter "label=io.x-k8s.kind.cluster=$CLUSTER") ||
+			die "$KIND is missing and docker cannot be asked for cluster $CLUSTER's containers: run 'make tools', then 'make cluster-down' again"
+		[[ -z $nodes ]] ||
+			die "$KIND is missing, so cluster $CLUSTER's containers cannot be deleted: run 'make tools', then 'make cluster-down' again"
+		log "$KIND is missing, but cluster $CLUSTER has no containers: nothing for kind to delete"
+	fi
 	rm -f "$KUBECONFIG_FILE"
 	if offline; then
 		docker network rm kind >/dev/null 2>&1 || true

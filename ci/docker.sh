@@ -117,6 +117,13 @@ privileged_works() {
 	return 1
 }
 
+# current_runtime: the default runtime `up` chose (runc, or sandbox-runc where a
+# plain privileged container fails); ci/node-image.sh builds the node to match.
+current_runtime() {
+	[[ -f $DAEMON_JSON ]] || die "no $DAEMON_JSON: the dedicated dockerd was never set up; run ci/docker.sh up (make cluster)"
+	sed -n 's/.*"default-runtime": "\(.*\)".*/\1/p' "$DAEMON_JSON"
+}
+
 up() {
 	step docker-packages install_packages
 	[[ -x $WRAPPER && $WRAPPER -nt $REPO_ROOT/ci/sandbox-runc/main.go ]] || step sandbox-runc build_wrapper
@@ -149,6 +156,6 @@ case ${1:-} in
 	up) up ;;
 	down) stop ;;
 	env) echo "export DOCKER_HOST=$DOCKER_HOST" ;;
-	runtime) sed -n 's/.*"default-runtime": "\(.*\)".*/\1/p' "$DAEMON_JSON" ;;
+	runtime) current_runtime ;;
 	*) die "usage: $0 up|down|env|runtime" ;;
 esac

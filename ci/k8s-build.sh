@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds Kubernetes, etcd, coredns and crictl from the Go module proxy into
 # $CACHE_DIR/k8s/$K8S_VERSION/bin, keyed by version: a warm rerun builds nothing.
+# etcd, coredns and crictl have versions of their own: each is built once per
+# version and recipe into $CACHE_DIR/k8s/components/<name>-<version>-<hash> and
+# linked into that bin dir, so bumping one in ci/versions.sh rebuilds it alone.
 #
 #   ci/k8s-build.sh                  build what is missing (all binaries)
 #   ci/k8s-build.sh kubectl          build only kubectl (what `make tools` needs)
@@ -13,6 +16,7 @@
 
 OUT=$CACHE_DIR/k8s/$K8S_VERSION
 BIN=$OUT/bin
+COMPONENTS=$CACHE_DIR/k8s/components
 [[ ${1:-} == --print-bin-dir ]] && { echo "$BIN"; exit 0; }
 
 K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubeadm kube-proxy kubectl)
@@ -62,10 +66,33 @@ build_k8s() {
 
 # A main package in a scratch module, for modules whose own main cannot be
 # `go install`ed (etcd's replace directives) or to pin the exact version.
+#   name  module  version  package  main.go ("" when package is the main package)
+ETCD_MAIN='package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }'
+ETCD=(etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" "$ETCD_MAIN")
+COREDNS=(coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns "")
+CRICTL=(crictl sigs.k8s.io/cri-tools "$CRITOOLS_VERSION" sigs.k8s.io/cri-tools/cmd/crictl "")
+SCRATCH_LDFLAGS="-s -w"
+
+# component_dir NAME MODULE VERSION PACKAGE MAIN: keyed by everything that makes
+# the binary (as tool_dir in ci/tools.sh), so a new version or recipe rebuilds.
+component_dir() {
+	echo "$COMPONENTS/$1-$3-$(printf '%s\n' "$@" "$SCRATCH_LDFLAGS" | sha256sum | cut -c1-8)"
+}
+
 build_scratch() {
-	local name=$1 module=$2 version=$3 pkg=$4 main=${5:-}
-	local src=$OUT/src/$name
-	mkdir -p "$src"
+	local dir=$1 name=$2 module=$3 version=$4 pkg=$5 main=$6
+	# A concurrent run may have built it while we waited for the lock.
+	[[ -x $dir/$name ]] && return 0
+	local src=$dir/src
+	rm -rf "$src" && mkdir -p "$src"
 	printf 'module %sbuild\n\ngo 1.26\n' "$name" >"$src/go.mod"
 	if [[ -n $main ]]; then
 		printf '%s\n' "$main" >"$src/main.go"
@@ -80,26 +107,21 @@ build_scratch() {
 	else
 		(cd "$src" && go get "$pkg@$version")
 	fi
-	(cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/$name" "$pkg")
+	(cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "$SCRATCH_LDFLAGS" -o "$dir/$name.tmp" "$pkg")
+	mv "$dir/$name.tmp" "$dir/$name"
 }
 
-build_etcd() {
-	build_scratch etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" \
-		'package main
-
-import (
-	"os"
-
-	"go.etcd.io/etcd/server/v3/etcdmain"
-)
-
-func main() { etcdmain.Main(os.Args) }'
-}
-build_coredns() {
-	build_scratch coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns
-}
-build_crictl() {
-	build_scratch crictl sigs.k8s.io/cri-tools "$CRITOOLS_VERSION" sigs.k8s.io/cri-tools/cmd/crictl
+# component NAME MODULE VERSION PACKAGE MAIN: build it unless cached, and point
+# $BIN/NAME at it. The link is relative (CACHE_DIR may move) and replaced with a
+# rename, so a test reading the bin dir meanwhile never finds it missing.
+component() {
+	local name=$1 dir rel
+	dir=$(component_dir "$@")
+	rel=../../components/${dir##*/}/$name
+	[[ -x $dir/$name ]] || with_lock "$name" step "$name" build_scratch "$dir" "$@"
+	[[ $(readlink "$BIN/$name" 2>/dev/null) == "$rel" ]] && return 0
+	ln -sfn "$rel" "$BIN/.$name.$$"
+	mv -fT "$BIN/.$name.$$" "$BIN/$name"
 }
 
 main() {
@@ -112,9 +134,10 @@ main() {
 		log "building Kubernetes $K8S_VERSION (cold: about 11 min on 2 cores)"
 		with_lock k8s step k8s-binaries build_k8s "${K8S_CMDS[@]}"
 	fi
-	have_all etcd || with_lock etcd step etcd build_etcd
-	have_all coredns || with_lock coredns step coredns build_coredns
-	have_all crictl || with_lock crictl step crictl build_crictl
+	# Before this layout they were plain files in $BIN: those are replaced by links.
+	component "${ETCD[@]}"
+	component "${COREDNS[@]}"
+	component "${CRICTL[@]}"
 	log "Kubernetes binaries ready in $BIN"
 }
 main

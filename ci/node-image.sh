@@ -10,6 +10,11 @@
 #   base        `docker import` of the rootfs
 #   node        the base with the component images imported into its
 #               containerd store, committed
+#
+# The sandbox fixes (ci/sandbox-runc as the node's runc, containerd without
+# Limit*/OOMScoreAdjust and with restrict_oom_score_adj) go in only where
+# ci/docker.sh's privileged probe chose the sandbox-runc runtime; that choice is
+# an input of the image's hash.
 . "$(dirname "$0")/lib.sh"
 eval "$("$REPO_ROOT/ci/docker.sh" env)"
 
@@ -19,17 +24,36 @@ WRAPPER=$CACHE_DIR/docker/sandbox-runc
 NODE_PACKAGES=systemd,dbus,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,pigz,bash,ca-certificates,jq,procps,containerd,runc,containernetworking-plugins,socat,e2fsprogs
 POD_SUBNET=${POD_SUBNET:-10.244.0.0/16}
 
+ROOTFS_TAR=$CACHE_DIR/node/rootfs-$DEBIAN_SUITE-$(echo "$NODE_PACKAGES" | sha256sum | cut -c1-10).tar
+
+# node_keys: the names keyed by the image's inputs. Not computed for
+# --rootfs-only, which needs neither the dockerd's runtime nor the binaries.
+node_keys() {
+	RUNTIME=$("$REPO_ROOT/ci/docker.sh" runtime)
+	case $RUNTIME in
+		runc | sandbox-runc) ;;
+		*) die "unexpected default runtime '$RUNTIME' of the dedicated dockerd: run ci/docker.sh up (make cluster)" ;;
+	esac
+	KEY=$(inputs_hash)
+	NODE_IMAGE=datadog-csi/kind-node:$K8S_VERSION-$KEY
+	BASE_IMAGE=datadog-csi/kind-base:$KEY
+	WORK=$CACHE_DIR/node/$KEY
+}
+
+# inputs_hash: the components' link targets name their version and recipe
+# (ci/k8s-build.sh), so a rebuilt etcd, coredns or crictl makes a new image.
 inputs_hash() {
 	{
-		echo "$K8S_VERSION $ETCD_VERSION $COREDNS_VERSION $CRITOOLS_VERSION $KIND_VERSION $DEBIAN_SUITE $NODE_PACKAGES $POD_SUBNET"
+		echo "$K8S_VERSION $ETCD_VERSION $COREDNS_VERSION $CRITOOLS_VERSION $KIND_VERSION $DEBIAN_SUITE $NODE_PACKAGES $POD_SUBNET $RUNTIME"
+		readlink "$K8S_BIN/etcd" "$K8S_BIN/coredns" "$K8S_BIN/crictl" || true
 		cat "$REPO_ROOT/ci/node-image.sh" "$REPO_ROOT/ci/sandbox-runc/main.go" "$REPO_ROOT/ci/images/pause/pause.c"
 	} | sha256sum | cut -c1-10
 }
-KEY=$(inputs_hash)
-NODE_IMAGE=datadog-csi/kind-node:$K8S_VERSION-$KEY
-BASE_IMAGE=datadog-csi/kind-base:$KEY
-WORK=$CACHE_DIR/node/$KEY
-ROOTFS_TAR=$CACHE_DIR/node/rootfs-$DEBIAN_SUITE-$(echo "$NODE_PACKAGES" | sha256sum | cut -c1-10).tar
+
+# sandboxed: the dedicated dockerd runs privileged containers through
+# ci/sandbox-runc (ci/docker.sh found that a plain privileged one fails here),
+# so the node's own containers need the same wrapper and fixes.
+sandboxed() { [[ $RUNTIME == sandbox-runc ]]; }
 
 # debian_mirror reads the machine's own apt source, so no host is written here.
 debian_mirror() {
@@ -56,7 +80,7 @@ umount_under() {
 	for m in $(awk -v d="$1" '$5 ~ "^"d {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m" || true; done
 }
 
-# kind's base-image steps, applied to our Debian rootfs, plus the sandbox fixes.
+# kind's base-image steps, applied to our Debian rootfs, plus (sandboxed) the sandbox fixes.
 customize_rootfs() {
 	local r=$WORK/rootfs
 	umount_under "$r"; rm -rf "$r"; mkdir -p "$r"
@@ -70,16 +94,23 @@ customize_rootfs() {
 	find "$KIND_FILES/etc/systemd/system" -maxdepth 1 -type f -exec install -m 0644 {} "$r/etc/systemd/system/" \;
 	install -m 0644 "$KIND_FILES"/etc/systemd/system/kubelet.service.d/* "$r/etc/systemd/system/kubelet.service.d/"
 	rm -f "$r/etc/systemd/system/containerd-fuse-overlayfs.service"
-	# containerd: Debian's binary; no Limit*/OOMScoreAdjust (raising them needs
-	# CAP_SYS_RESOURCE, which the sandbox lacks).
-	sed -e 's#^ExecStart=.*#ExecStart=/usr/bin/containerd#' -e '/^LimitN/d' -e '/^LimitCORE/d' -e '/^OOMScoreAdjust/d' \
-		"$KIND_FILES/etc/systemd/system/containerd.service" >"$r/etc/systemd/system/containerd.service"
+	# containerd: Debian's binary; sandboxed, no Limit*/OOMScoreAdjust (raising
+	# them needs CAP_SYS_RESOURCE, which the sandbox lacks).
+	local unit_edits=(-e 's#^ExecStart=.*#ExecStart=/usr/bin/containerd#')
+	if sandboxed; then unit_edits+=(-e '/^LimitN/d' -e '/^LimitCORE/d' -e '/^OOMScoreAdjust/d'); fi
+	sed "${unit_edits[@]}" "$KIND_FILES/etc/systemd/system/containerd.service" >"$r/etc/systemd/system/containerd.service"
 	rm -f "$r/lib/systemd/system/containerd.service"
 	# containerd config: kind's, without the fuse-overlayfs proxy (not built
-	# here), our pause image, and restrict_oom_score_adj for the sandbox.
+	# here), our pause image, and, sandboxed, restrict_oom_score_adj (kubelet's
+	# -997 for static pods would need CAP_SYS_RESOURCE).
+	local config_edits=(-e "s#sandbox_image = .*#sandbox_image = \"$PAUSE_IMAGE\"#")
+	if sandboxed; then config_edits+=(-e 's#restrict_oom_score_adj = false#restrict_oom_score_adj = true#'); fi
 	awk '/^\[proxy_plugins/ {skip=1} /^\[plugins/ {skip=0} !skip' "$KIND_FILES/etc/containerd/config.toml" |
-		sed -e "s#sandbox_image = .*#sandbox_image = \"$PAUSE_IMAGE\"#" \
-			-e 's#restrict_oom_score_adj = false#restrict_oom_score_adj = true#' >"$r/etc/containerd/config.toml"
+		sed "${config_edits[@]}" >"$r/etc/containerd/config.toml"
+	if sandboxed; then
+		grep -qx '  restrict_oom_score_adj = true' "$r/etc/containerd/config.toml" ||
+			die "kind's containerd config no longer reads 'restrict_oom_score_adj = false'; update ci/node-image.sh"
+	fi
 	chroot "$r" /bin/sh -euc '
 		find /lib/systemd/system/sysinit.target.wants/ -name systemd-tmpfiles-setup.service -delete
 		rm -f /lib/systemd/system/multi-user.target.wants/* /etc/systemd/system/*.wants/* \
@@ -95,8 +126,10 @@ customize_rootfs() {
 		ln -sfn /usr/lib/cni /opt/cni/bin
 		apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /usr/share/doc /usr/share/man
 	'
-	# The runtime wrapper is the node's runc (PATH puts /usr/local/sbin first).
-	install -m 0755 "$WRAPPER" "$r/usr/local/sbin/runc"
+	# Sandboxed, the runtime wrapper is the node's runc (PATH puts
+	# /usr/local/sbin first); elsewhere Debian's runc (/usr/sbin) serves, as
+	# kind's own runc does.
+	if sandboxed; then install -m 0755 "$WRAPPER" "$r/usr/local/sbin/runc"; fi
 	install -m 0755 "$K8S_BIN/kubelet" "$K8S_BIN/kubeadm" "$K8S_BIN/kubectl" "$r/usr/bin/"
 	install -m 0755 "$K8S_BIN/crictl" "$r/usr/local/bin/"
 	echo "$K8S_VERSION" >"$r/kind/version"
@@ -156,7 +189,8 @@ component_image() {
 	local tag=$1 entry=$2; shift 2
 	local ctx; ctx=$(mktemp -d)
 	mkdir -p "$ctx/root/usr/local/bin"
-	cp -a "$@" "$ctx/root/usr/local/bin/"
+	# -L: etcd is a link into ci/k8s-build.sh's component cache.
+	cp -pL "$@" "$ctx/root/usr/local/bin/"
 	printf 'FROM scratch\nCOPY root/ /\nENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n' >"$ctx/Dockerfile"
 	[[ -n $entry ]] && printf 'ENTRYPOINT ["%s"]\n' "$entry" >>"$ctx/Dockerfile"
 	docker build -q -t "$tag" "$ctx"
@@ -247,6 +281,7 @@ build_node() {
 }
 
 main() {
+	node_keys
 	if docker image inspect "$NODE_IMAGE" >/dev/null 2>&1; then
 		echo "$NODE_IMAGE"; return
 	fi
@@ -277,6 +312,6 @@ prune_old_images() {
 
 case ${1:-} in
 	--rootfs-only) [[ -f $ROOTFS_TAR ]] || with_lock debootstrap step node-debootstrap build_debootstrap ;;
-	--print-name) echo "$NODE_IMAGE" ;;
+	--print-name) node_keys; echo "$NODE_IMAGE" ;;
 	*) main ;;
 esac
