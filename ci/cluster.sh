@@ -52,13 +52,21 @@ YAML
 # seal: nothing from the cluster bridge may leave through another interface,
 # and the host has no route into the pod or service ranges. Idempotent.
 seal() {
+	local bridge
+	if bridge=$(docker network inspect kind -f '{{index .Options "com.docker.network.bridge.name"}}' 2>/dev/null) &&
+		[[ $bridge != "$NET_BRIDGE" ]]; then
+		# A leftover of an older layout, in this project's own dockerd: its
+		# cluster cannot be sealed, so it goes, and the network with it.
+		log "docker network 'kind' uses bridge '${bridge:-docker default}', not $NET_BRIDGE: deleting cluster $CLUSTER and that network"
+		"$KIND" delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
+		docker network rm kind >/dev/null || die "cannot remove docker network 'kind' (bridge $bridge); see 'docker network inspect kind'"
+	fi
 	docker network inspect kind >/dev/null 2>&1 ||
 		docker network create --driver bridge --subnet "$NET_SUBNET" \
 			-o com.docker.network.bridge.name=$NET_BRIDGE \
 			-o com.docker.network.bridge.enable_ip_masquerade=false kind >/dev/null
-	local bridge
 	bridge=$(docker network inspect kind -f '{{index .Options "com.docker.network.bridge.name"}}')
-	[[ $bridge == "$NET_BRIDGE" ]] || die "docker network 'kind' exists without bridge $NET_BRIDGE; run 'make cluster-down' first"
+	[[ $bridge == "$NET_BRIDGE" ]] || die "docker network 'kind' has bridge $bridge after being recreated with $NET_BRIDGE"
 	# The dedicated dockerd runs with iptables off: these are the only rules.
 	iptables -C FORWARD -i $NET_BRIDGE ! -o $NET_BRIDGE -j REJECT --reject-with icmp-admin-prohibited 2>/dev/null ||
 		iptables -I FORWARD 1 -i $NET_BRIDGE ! -o $NET_BRIDGE -j REJECT --reject-with icmp-admin-prohibited
@@ -76,8 +84,10 @@ unseal() {
 }
 
 healthy() {
-	[[ -f $KUBECONFIG_FILE ]] || return 1
 	[[ $(docker inspect -f '{{.State.Running}}' "$(node_container)" 2>/dev/null) == true ]] || return 1
+	# A running cluster that this checkout has no kubeconfig for (a fresh
+	# clone, a cleaned .cache) is reused, not recreated.
+	[[ -f $KUBECONFIG_FILE ]] || "$KIND" export kubeconfig --name "$CLUSTER" --kubeconfig "$KUBECONFIG_FILE" >/dev/null 2>&1 || return 1
 	timeout 20 "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" get --raw /readyz >/dev/null 2>&1
 }
 
