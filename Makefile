@@ -23,7 +23,7 @@ help: ## list targets
 ## ---- the two commands -------------------------------------------------------
 
 .PHONY: test
-test: lint unit fuzz-short charts integration e2e cluster-down-check ## everything: lint, unit, fuzzing, charts, integration, e2e, then cluster-down and a check it left nothing
+test: lint unit fuzz-short charts integration e2e demo-check cluster-down-check ## everything: lint, unit, fuzzing, charts, integration, e2e, then cluster-down and a check it left nothing
 
 .PHONY: demo
 demo: ## create/reuse the cluster, install everything, replay the baseline scenario
@@ -31,6 +31,11 @@ demo: ## create/reuse the cluster, install everything, replay the baseline scena
 
 .PHONY: demo-down
 demo-down: ## remove what make demo installed
+	ci/demo.sh down
+
+.PHONY: demo-check
+demo-check: ## make demo, then make demo-down: the README's first command works (part of make test)
+	ci/demo.sh up
 	ci/demo.sh down
 
 ## ---- building blocks ----------------------------------------------------------
