@@ -32,6 +32,7 @@ func inject(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	csiInstalled := fs.Bool("csi-driver-installed", true, "mode auto: whether the CSIDriver "+datadog.DriverName+" exists")
 	apmSocket := fs.String("apm-socket-path", defaults.APMSocketPath, "trace agent socket on the host")
 	dsdSocket := fs.String("dsd-socket-path", defaults.DSDSocketPath, "DogStatsD socket on the host")
+	excluded := fs.String("excluded-namespaces", "", "comma-separated namespaces never mutated; kube-system always is, as in the webhook")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -83,11 +84,13 @@ func inject(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "inject: --mode %q: want hostip, service, socket, csi or auto\n", *mode)
 		return 2
 	}
-	m, err := mutate.New(mutate.Config{
-		Mode: parsedMode, TypeSocketVolumes: *socketVolumes, MutateUnlabelled: *unlabelled,
-		APMSocketPath: *apmSocket, DSDSocketPath: *dsdSocket,
-		AgentServiceName: defaults.AgentServiceName, AgentServiceNamespace: "datadog", ClusterDomain: defaults.ClusterDomain,
-	}, mutate.StaticClusterState{CSIDriver: *csiInstalled, Namespaces: map[string]map[string]string{ns: labels}})
+	// The webhook's own flags give the mutation settings, so the preview
+	// excludes what the webhook excludes.
+	cfg := defaults
+	cfg.Mode, cfg.TypeSocketVolumes, cfg.MutateUnlabelled = string(parsedMode), *socketVolumes, *unlabelled
+	cfg.APMSocketPath, cfg.DSDSocketPath = *apmSocket, *dsdSocket
+	cfg.ExcludedNamespaces, cfg.AgentServiceNamespace = *excluded, "datadog"
+	m, err := mutate.New(cfg.MutateConfig(), mutate.StaticClusterState{CSIDriver: *csiInstalled, Namespaces: map[string]map[string]string{ns: labels}})
 	if err != nil {
 		fmt.Fprintf(stderr, "inject: %v\n", err)
 		return 2

@@ -83,6 +83,13 @@ func TestInjectPrintsMutatedPodAndVerdicts(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "status.hostIP") || !strings.Contains(stderr, "baseline: allowed") {
 		t.Fatalf("auto/baseline: exit %d\n%s\n%s", code, stdout, stderr)
 	}
+	// Excluded namespaces, as the webhook excludes them: kube-system always.
+	for _, args := range [][]string{{"--namespace", "kube-system"}, {"--namespace", "infra", "--excluded-namespaces", "ops,infra"}} {
+		code, stdout, stderr = runCmd(t, podYAML, append([]string{"inject", "-f", "-", "--mode", "csi"}, args...)...)
+		if code != 0 || strings.Contains(stdout, "volumes:") || !strings.Contains(stderr, "not mutated") {
+			t.Fatalf("%v: exit %d, want the pod unchanged\n%s\n%s", args, code, stdout, stderr)
+		}
+	}
 	code, _, stderr = runCmd(t, "", "inject", "-f", file, "--mode", "bogus")
 	if code == 0 || !strings.Contains(stderr, "--mode") {
 		t.Fatalf("bad mode accepted: %d %s", code, stderr)
