@@ -38,7 +38,7 @@ check "node container process" pgrep -f "$CLUSTER-control-plane"
 check "kind node containers of cluster $CLUSTER" kind_containers
 check "mounts" grep -E "/run/datadog-csi|$CACHE_DIR/docker" /proc/self/mountinfo
 check "cluster bridge" ip -br link show dcsi-kind0
-check "seal rules" bash -c "iptables -S FORWARD | grep dcsi-kind0"
+check "seal rules" bash -c "iptables -S | grep dcsi-kind0"
 check "prohibit routes" bash -c "ip route show type prohibit | grep -E '10.244.0.0/16|10.96.0.0/16'"
 # tests/cluster's outside host removes itself in t.Cleanup; a killed test
 # leaves it, and a host route into the documentation range with it.

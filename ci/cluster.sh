@@ -72,6 +72,13 @@ seal() {
 		iptables -I FORWARD 1 -i $NET_BRIDGE ! -o $NET_BRIDGE -j REJECT --reject-with icmp-admin-prohibited
 	iptables -C FORWARD -i $NET_BRIDGE -o $NET_BRIDGE -j ACCEPT 2>/dev/null ||
 		iptables -I FORWARD 2 -i $NET_BRIDGE -o $NET_BRIDGE -j ACCEPT
+	# Nor may the cluster open connections to the host itself (a proxy or
+	# resolver listening there could carry them out); answers to the host's
+	# own connections (docker-proxy to the API server) still come back.
+	iptables -C INPUT -i $NET_BRIDGE -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT 2>/dev/null ||
+		iptables -I INPUT 1 -i $NET_BRIDGE -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+	iptables -C INPUT -i $NET_BRIDGE -j REJECT --reject-with icmp-admin-prohibited 2>/dev/null ||
+		iptables -I INPUT 2 -i $NET_BRIDGE -j REJECT --reject-with icmp-admin-prohibited
 	ip route replace prohibit $POD_SUBNET
 	ip route replace prohibit $SERVICE_SUBNET
 }
@@ -79,6 +86,8 @@ seal() {
 unseal() {
 	while iptables -D FORWARD -i $NET_BRIDGE ! -o $NET_BRIDGE -j REJECT --reject-with icmp-admin-prohibited 2>/dev/null; do :; done
 	while iptables -D FORWARD -i $NET_BRIDGE -o $NET_BRIDGE -j ACCEPT 2>/dev/null; do :; done
+	while iptables -D INPUT -i $NET_BRIDGE -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT 2>/dev/null; do :; done
+	while iptables -D INPUT -i $NET_BRIDGE -j REJECT --reject-with icmp-admin-prohibited 2>/dev/null; do :; done
 	ip route del prohibit $POD_SUBNET 2>/dev/null || true
 	ip route del prohibit $SERVICE_SUBNET 2>/dev/null || true
 }

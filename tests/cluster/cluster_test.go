@@ -7,11 +7,13 @@ package cluster
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -82,6 +84,9 @@ func TestClusterIsSealed(t *testing.T) {
 	if !strings.Contains(rules, "-A FORWARD -i "+clusterBridge+" ! -o "+clusterBridge+" -j REJECT") {
 		t.Fatalf("FORWARD has no seal rule for %s:\n%s", clusterBridge, rules)
 	}
+	if input := mustRun(t, "iptables", "-S", "INPUT"); !strings.Contains(input, "-A INPUT -i "+clusterBridge+" -j REJECT") {
+		t.Fatalf("INPUT has no seal rule for %s:\n%s", clusterBridge, input)
+	}
 	routes := mustRun(t, "ip", "route", "show", "type", "prohibit")
 	for _, cidr := range []string{"10.244.0.0/16", "10.96.0.0/16"} {
 		if !strings.Contains(routes, cidr) {
@@ -129,22 +134,89 @@ func TestClusterIsSealed(t *testing.T) {
 	if rx := rxPackets(t); rx != rxBefore {
 		t.Errorf("the outside host received %d packet(s) from the cluster", rx-rxBefore)
 	}
+
+	// The host itself: a listener on the bridge's own address takes the
+	// host's connections, never the cluster's (a proxy or resolver listening
+	// there could otherwise carry the cluster's traffic out).
+	gateway := bridgeAddress(t)
+	listener, err := net.Listen("tcp", gateway+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := listener.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	port := fmt.Sprint(listener.Addr().(*net.TCPAddr).Port)
+	if c, err := net.DialTimeout("tcp", listener.Addr().String(), 5*time.Second); err != nil {
+		t.Fatalf("control: the host cannot reach its own listener on %s: %v", listener.Addr(), err)
+	} else {
+		c.Close()
+	}
+	waitFor(t, func() bool { return accepted.Load() == 1 })
+	inputBefore := rejectedBy(t, "INPUT", "*")
+	out, err = run(t, "docker", "exec", nodeContainer, "bash", "-c", "timeout 5 bash -c 'echo > /dev/tcp/"+gateway+"/"+port+"' 2>&1")
+	if err == nil {
+		t.Fatalf("the node connected to the host's listener on %s:%s: %s", gateway, port, out)
+	}
+	if rejectedBy(t, "INPUT", "*") <= inputBefore {
+		t.Errorf("the INPUT seal rule did not match the node's packets to the host (%q)", out)
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("the host's listener accepted %d connection(s) from the cluster", n-1)
+	}
 }
 
 // rejectedBySeal is the packet counter of the FORWARD rule that seals the cluster bridge.
 func rejectedBySeal(t *testing.T) int {
 	t.Helper()
-	out := mustRun(t, "iptables", "-L", "FORWARD", "-v", "-x", "-n")
+	return rejectedBy(t, "FORWARD", "!"+clusterBridge)
+}
+
+// rejectedBy is the packet counter of the REJECT rule in chain for packets
+// in from the cluster bridge and out to outIface ("*" for any).
+func rejectedBy(t *testing.T, chain, outIface string) int {
+	t.Helper()
+	out := mustRun(t, "iptables", "-L", chain, "-v", "-x", "-n")
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
-		if len(f) > 6 && f[2] == "REJECT" && f[5] == clusterBridge && f[6] == "!"+clusterBridge {
+		if len(f) > 6 && f[2] == "REJECT" && f[5] == clusterBridge && f[6] == outIface {
 			var n int
 			fmt.Sscan(f[0], &n)
 			return n
 		}
 	}
-	t.Fatalf("no seal rule in FORWARD:\n%s", out)
+	t.Fatalf("no seal rule in %s:\n%s", chain, out)
 	return 0
+}
+
+// bridgeAddress is the host's IPv4 address on the cluster bridge.
+func bridgeAddress(t *testing.T) string {
+	t.Helper()
+	out := mustRun(t, "ip", "-4", "-o", "addr", "show", "dev", clusterBridge)
+	f := strings.Fields(out)
+	if len(f) < 4 {
+		t.Fatalf("no IPv4 address on %s: %q", clusterBridge, out)
+	}
+	return strings.SplitN(f[3], "/", 2)[0]
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+	}
 }
 
 func rxPackets(t *testing.T) int {
