@@ -149,7 +149,7 @@ func TestInjectFailsOpen(t *testing.T) {
 // state that mode auto asks) allows the pod unchanged, counted as an error
 // and logged at error level with the stack, and the handler keeps serving.
 func TestInjectSurvivesPanic(t *testing.T) {
-	var logs syncBuffer
+	var logs bytes.Buffer // post calls the handler in this goroutine
 	m, err := mutate.New(mutate.Config{Mode: datadog.ModeAuto,
 		APMSocketPath: datadog.DefaultAPMSocketPath, DSDSocketPath: datadog.DefaultDSDSocketPath,
 		AgentServiceName: "datadog-agent", AgentServiceNamespace: "datadog", ClusterDomain: "cluster.local"}, panickingState{})
@@ -177,18 +177,6 @@ func (panickingState) CSIDriverInstalled() bool { panic("cluster state exploded"
 func (panickingState) NamespaceLabels(string) (map[string]string, bool) {
 	panic("cluster state exploded")
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func TestInjectRejectsNonReviews(t *testing.T) {
 	h := newInject(t, datadog.ModeCSI)
