@@ -45,5 +45,6 @@ check "prohibit routes" bash -c "ip route show type prohibit | grep -E '10.244.0
 check "tests/cluster's veth (ip link del dcsi-seal0)" ip -br link show dcsi-seal0
 check "tests/cluster's netns (ip netns del dcsi-seal-outside)" bash -c "ip netns list | awk '\$1 == \"dcsi-seal-outside\"'"
 check "tests/cluster's address 198.51.100.1" ip -o addr show to 198.51.100.1
+check "tests/cluster's counting rules (iptables-save | grep dcsi-seal-test)" bash -c "iptables-save | grep dcsi-seal-test"
 (( fail == 0 )) || die "make cluster-down left things behind (above)"
 log "cluster-down left no containers, processes, mounts, bridge, iptables rules, routes or test network behind"

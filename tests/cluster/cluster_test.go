@@ -135,6 +135,31 @@ func TestClusterIsSealed(t *testing.T) {
 		t.Errorf("the outside host received %d packet(s) from the cluster", rx-rxBefore)
 	}
 
+	// The trap measured when the project started: a packet to a ClusterIP
+	// that kube-proxy has no rule for (as before it syncs), or to another
+	// node's pod range, takes the node's default route to the host. Count, on
+	// the host, such packets arriving from the bridge and leaving by any
+	// interface: they must arrive, and never leave.
+	for _, dst := range []string{"10.96.255.254", "10.244.255.254"} {
+		match := []string{"-d", dst + "/32", "-m", "comment", "--comment", sealTestComment}
+		arrived := append([]string{"-t", "raw", "PREROUTING", "-i", clusterBridge}, match...)
+		left := append([]string{"-t", "mangle", "POSTROUTING"}, match...)
+		for _, rule := range [][]string{arrived, left} {
+			mustRun(t, "iptables", append([]string{"-t", rule[1], "-I", rule[2], "1"}, rule[3:]...)...)
+			t.Cleanup(func() { run(t, "iptables", append([]string{"-t", rule[1], "-D", rule[2]}, rule[3:]...)...) })
+		}
+		out, err := run(t, "docker", "exec", nodeContainer, "bash", "-c", "timeout 5 bash -c 'echo > /dev/tcp/"+dst+"/80' 2>&1")
+		if err == nil {
+			t.Fatalf("the node connected to %s: %s", dst, out)
+		}
+		if n := countedBy(t, "raw", "PREROUTING", dst); n == 0 {
+			t.Errorf("control: the node's packets to %s did not reach the host (%q), so this check proves nothing", dst, out)
+		}
+		if n := countedBy(t, "mangle", "POSTROUTING", dst); n != 0 {
+			t.Errorf("%d packet(s) to %s left the host", n, dst)
+		}
+	}
+
 	// The host itself: a listener on the bridge's own address takes the
 	// host's connections, never the cluster's (a proxy or resolver listening
 	// there could otherwise carry the cluster's traffic out).
@@ -195,6 +220,25 @@ func rejectedBy(t *testing.T, chain, outIface string) int {
 		}
 	}
 	t.Fatalf("no seal rule in %s:\n%s", chain, out)
+	return 0
+}
+
+// sealTestComment marks the counting rules TestClusterIsSealed adds (and
+// ci/cluster-down-check.sh looks for, should a killed test leave them).
+const sealTestComment = "dcsi-seal-test"
+
+// countedBy is the packet counter of the counting rule for dst in chain.
+func countedBy(t *testing.T, table, chain, dst string) int {
+	t.Helper()
+	out := mustRun(t, "iptables", "-t", table, "-L", chain, "-v", "-x", "-n")
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, sealTestComment) && strings.Contains(line, dst) {
+			var n int
+			fmt.Sscan(strings.Fields(line)[0], &n)
+			return n
+		}
+	}
+	t.Fatalf("no counting rule for %s in %s %s:\n%s", dst, table, chain, out)
 	return 0
 }
 
