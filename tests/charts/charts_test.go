@@ -713,6 +713,18 @@ func TestUmbrella(t *testing.T) {
 		t.Errorf("webhook --dsd-socket-path=%q with a subchart value equal to the global", got)
 	}
 
+	// The templates repeat the default socket paths (Helm drops a value set
+	// to null before they see it) to tell "left at the default" from "set":
+	// a subchart value equal to pkg/datadog's default must count as unset,
+	// so the global wins without an error. This fails if the copies drift.
+	vals["datadog-csi-driver"] = map[string]any{"sockets": map[string]any{
+		"apmHostSocketPath": datadog.DefaultAPMSocketPath, "dsdHostSocketPath": datadog.DefaultDSDSocketPath}}
+	vals["datadog-csi-webhook"] = map[string]any{"apmSocketPath": datadog.DefaultAPMSocketPath, "dsdSocketPath": datadog.DefaultDSDSocketPath}
+	defaults := mustRender(t, umbrellaChart, vals, renderOptions{})
+	if got, _ := argValue(container(t, only[*appsv1.Deployment](t, defaults).Spec.Template.Spec, "webhook").Args, "apm-socket-path"); got != "/run/datadog-agent/apm.socket" {
+		t.Errorf("webhook --apm-socket-path=%q with subchart values at pkg/datadog's defaults, want the global", got)
+	}
+
 	binding := only[*admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, r)
 	policy := only[*admissionregistrationv1.ValidatingAdmissionPolicy](t, r)
 	if binding.Spec.PolicyName != policy.Name || !reflect.DeepEqual(binding.Spec.ValidationActions, []admissionregistrationv1.ValidationAction{"Warn", "Audit"}) {
