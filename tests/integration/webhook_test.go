@@ -140,6 +140,7 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 		cfg.ExtraIPs = []net.IP{net.IPv4(127, 0, 0, 1)}
 		cfg.CertValidity = 3 * time.Second // renewed every ~2 s
 		cfg.CAValidity = 6 * time.Second   // renewed every ~4 s: the old CA stays in the bundle
+		cfg.CATrustPropagation = 500 * time.Millisecond
 		cfg.CertCheckInterval = 200 * time.Millisecond
 		cfg.DisableKeepAlives = true // every admission handshakes: rotations are really used
 		// No caBundle: the webhook patches it in. The URL is set once the

@@ -177,6 +177,7 @@ func (a *App) startCertificates(ctx context.Context, wg *sync.WaitGroup) error {
 			CAValidity:        a.cfg.CAValidity,
 			CertValidity:      a.cfg.CertValidity,
 			Interval:          a.cfg.CertCheckInterval,
+			TrustPropagation:  a.cfg.CATrustPropagation,
 			Holder:            a.holder,
 			Logger:            a.logger,
 		}

@@ -58,6 +58,9 @@ type Config struct {
 	// of its serving certificate (default 1 year).
 	CAValidity   time.Duration
 	CertValidity time.Duration
+	// CATrustPropagation is how long a renewed self-managed CA is trusted
+	// before it signs (default 1 minute).
+	CATrustPropagation time.Duration
 	// CertCheckInterval is how often certificates are re-read or renewed
 	// (default 1 minute self-managed, 10 seconds from files).
 	CertCheckInterval time.Duration

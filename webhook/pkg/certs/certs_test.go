@@ -157,3 +157,126 @@ func TestSelfManagedCreatesMissingSecret(t *testing.T) {
 		t.Fatalf("secret not created: %v", err)
 	}
 }
+
+// TestSelfManagedRenewsCAInTwoSteps: a renewed CA is first only trusted;
+// it signs once this replica has seen the webhook configuration trust it
+// for TrustPropagation. A replica that only just saw it does not switch.
+func TestSelfManagedRenewsCAInTwoSteps(t *testing.T) {
+	client := newFakeCluster()
+	ctx := context.Background()
+	r1 := newSelfManaged(client)
+	r1.CAValidity, r1.TrustPropagation = 4500*time.Millisecond, 300*time.Millisecond
+	reconcile := func(sm *SelfManaged) {
+		t.Helper()
+		if err := sm.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reconcile(r1)
+	first := r1.Holder.Leaf()
+	time.Sleep(3050 * time.Millisecond) // under a third of the CA's validity left
+
+	reconcile(r1)
+	secret := getSecret(t, client)
+	oldCA, newCA := parseCert(t, secret.Data[SecretKeyCACert]), parseCert(t, secret.Data[SecretKeyNextCACert])
+	if oldCA.Equal(newCA) {
+		t.Fatal("no new CA waiting after the CA went stale")
+	}
+	assertBundle(t, client, oldCA, newCA)
+	reconcile(r1)
+	if !r1.Holder.Leaf().Equal(first) {
+		t.Fatal("the new CA signed before the propagation time passed")
+	}
+
+	time.Sleep(350 * time.Millisecond)
+	r2 := newSelfManaged(client)
+	r2.CAValidity, r2.TrustPropagation = r1.CAValidity, r1.TrustPropagation
+	reconcile(r2)
+	if !r2.Holder.Leaf().Equal(first) {
+		t.Fatal("a replica switched to the new CA without having seen it trusted for the propagation time")
+	}
+	reconcile(r1)
+	served := r1.Holder.Leaf()
+	if err := served.CheckSignatureFrom(newCA); err != nil {
+		t.Fatalf("after the propagation time the serving certificate is not signed by the new CA: %v", err)
+	}
+	secret = getSecret(t, client)
+	if _, ok := secret.Data[SecretKeyNextCACert]; ok {
+		t.Fatal("the promoted CA is still waiting in next-ca.crt")
+	}
+	if !parseCert(t, secret.Data[SecretKeyCACert]).Equal(newCA) {
+		t.Fatal("ca.crt is not the new CA")
+	}
+	assertBundle(t, client, oldCA, newCA) // the old CA stays trusted for replicas not yet switched
+	reconcile(r2)
+	if !r2.Holder.Leaf().Equal(served) {
+		t.Fatal("the other replica did not adopt the new certificate")
+	}
+}
+
+// TestSelfManagedSwitchesWhenTheOldCAExpires: a propagation time longer
+// than the old CA has left does not leave an expired CA signing.
+func TestSelfManagedSwitchesWhenTheOldCAExpires(t *testing.T) {
+	client := newFakeCluster()
+	sm := newSelfManaged(client)
+	sm.CAValidity, sm.TrustPropagation = 1500*time.Millisecond, time.Hour
+	for _, wait := range []time.Duration{0, 1050 * time.Millisecond, 600 * time.Millisecond} {
+		time.Sleep(wait)
+		if err := sm.Reconcile(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secret := getSecret(t, client)
+	ca := parseCert(t, secret.Data[SecretKeyCACert])
+	if !time.Now().Before(ca.NotAfter) {
+		t.Fatal("an expired CA still signs")
+	}
+	if err := sm.Holder.Leaf().CheckSignatureFrom(ca); err != nil {
+		t.Fatalf("serving certificate not signed by the current CA: %v", err)
+	}
+}
+
+func getSecret(t *testing.T, client *fake.Clientset) *corev1.Secret {
+	t.Helper()
+	s, err := client.CoreV1().Secrets("dd").Get(context.Background(), "certs", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func parseCert(t *testing.T, pemBytes []byte) *x509.Certificate {
+	t.Helper()
+	c, err := (KeyPair{CertPEM: pemBytes}).Leaf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// assertBundle checks every webhook's caBundle holds exactly want.
+func assertBundle(t *testing.T, client *fake.Clientset, want ...*x509.Certificate) {
+	t.Helper()
+	cfg, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), "hook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range cfg.Webhooks {
+		have, err := parseBundle(w.ClientConfig.CABundle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(have) != len(want) {
+			t.Fatalf("webhook %s trusts %d CAs, want %d", w.Name, len(have), len(want))
+		}
+		for _, c := range want {
+			found := false
+			for _, h := range have {
+				found = found || h.Equal(c)
+			}
+			if !found {
+				t.Fatalf("webhook %s does not trust CA %s", w.Name, c.SerialNumber)
+			}
+		}
+	}
+}

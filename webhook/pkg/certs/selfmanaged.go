@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,14 +22,26 @@ import (
 const (
 	SecretKeyCACert   = "ca.crt"
 	SecretKeyCAKey    = "ca.key"
-	SecretKeyCABundle = "ca-bundle.crt" // current CA plus the previous one while it is valid
+	SecretKeyCABundle = "ca-bundle.crt" // the CAs the webhook configuration trusts
 	SecretKeyCert     = "tls.crt"
 	SecretKeyKey      = "tls.key"
+	// A renewed CA waits here, already in the bundle, until every
+	// apiserver has had time to trust it; then it replaces ca.crt/ca.key.
+	SecretKeyNextCACert = "next-ca.crt"
+	SecretKeyNextCAKey  = "next-ca.key"
 )
 
 // SelfManaged keeps a CA and a serving certificate in a Secret, renews them
 // before they expire, and keeps the caBundle of every webhook of a
 // MutatingWebhookConfiguration equal to the Secret's CA bundle.
+//
+// A CA is renewed in two steps, because an apiserver sees a new caBundle
+// only some time after the webhook configuration is written: first the new
+// CA joins the bundle beside the current one while the current one still
+// signs; only once this replica has seen the webhook configuration trust
+// the new CA for TrustPropagation does the new CA start signing. The old CA
+// stays in the bundle until the next renewal, so a replica still serving a
+// certificate it signed keeps working until it re-reads the Secret.
 //
 // Replicas coordinate without a leader: every write is an Update carrying
 // the resourceVersion that was read, so when two replicas renew at once the
@@ -52,8 +65,19 @@ type SelfManaged struct {
 	// checked (default 1 minute); other replicas' renewals are picked up
 	// within it.
 	Interval time.Duration
-	Holder   *Holder
-	Logger   *slog.Logger
+	// TrustPropagation is how long the webhook configuration must have
+	// trusted a renewed CA before certificates it signs are served
+	// (default 1 minute): the time every apiserver needs to load the new
+	// caBundle.
+	TrustPropagation time.Duration
+	Holder           *Holder
+	Logger           *slog.Logger
+
+	mu sync.Mutex
+	// trusted is the bundle this replica last saw in the webhook
+	// configuration, and since when.
+	trusted      string
+	trustedSince time.Time
 }
 
 func (s *SelfManaged) defaults() {
@@ -65,6 +89,9 @@ func (s *SelfManaged) defaults() {
 	}
 	if s.Interval <= 0 {
 		s.Interval = time.Minute
+	}
+	if s.TrustPropagation <= 0 {
+		s.TrustPropagation = time.Minute
 	}
 	if s.Logger == nil {
 		s.Logger = slog.Default()
@@ -91,6 +118,8 @@ func (s *SelfManaged) Run(ctx context.Context) {
 // Reconcile makes the Secret hold a valid CA and serving certificate, the
 // webhook configuration trust that CA, and the Holder serve the certificate.
 func (s *SelfManaged) Reconcile(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.defaults()
 	for attempt := 0; ; attempt++ {
 		err := s.reconcileOnce(ctx)
@@ -117,38 +146,70 @@ func (s *SelfManaged) reconcileOnce(ctx context.Context) error {
 	}
 	now := time.Now()
 	changed := false
+	var renewal string // what happened to the CAs, logged once written
 
-	// 1. The CA. A renewed CA joins the bundle beside the old one, which
-	// stays trusted until it expires, so certificates it signed keep working.
+	// 1. The CAs: the one that signs, the renewed one waiting to, and the
+	// bundle the webhook configuration trusts.
 	ca := KeyPair{CertPEM: data[SecretKeyCACert], KeyPEM: data[SecretKeyCAKey]}
-	if !fresh(ca, now, s.CAValidity) {
-		newCA, err := NewCA("datadog-csi-webhook-ca", s.CAValidity)
-		if err != nil {
+	next := KeyPair{CertPEM: data[SecretKeyNextCACert], KeyPEM: data[SecretKeyNextCAKey]}
+	bundle := data[SecretKeyCABundle]
+	hasNext := usable(next, now)
+	switch {
+	case !usable(ca, now) && hasNext:
+		// The signing CA expired while its successor waited: nothing it
+		// signed verifies any more, so waiting longer gains nothing.
+		ca, next, hasNext = next, KeyPair{}, false
+		renewal = "self-managed CA renewal finished early: the current CA expired before the new one was trusted for the propagation time"
+		changed = true
+	case !usable(ca, now):
+		// First start, or everything expired while no replica ran:
+		// nothing is trusted yet, so the new CA signs at once.
+		if ca, err = NewCA("datadog-csi-webhook-ca", s.CAValidity); err != nil {
 			return err
 		}
-		bundle := newCA.CertPEM
-		if old, err := ca.Leaf(); err == nil && now.Before(old.NotAfter) {
-			bundle = append(append([]byte{}, bundle...), ca.CertPEM...)
+		next, hasNext, bundle = KeyPair{}, false, ca.CertPEM
+		changed = true
+	case !fresh(ca, now, s.CAValidity) && !hasNext:
+		if next, err = NewCA("datadog-csi-webhook-ca", s.CAValidity); err != nil {
+			return err
 		}
-		ca = newCA
-		data[SecretKeyCACert], data[SecretKeyCAKey], data[SecretKeyCABundle] = ca.CertPEM, ca.KeyPEM, bundle
+		hasNext, bundle = true, concat(next.CertPEM, ca.CertPEM)
+		renewal = "self-managed CA renewal started: the new CA is trusted, the current one still signs"
+		changed = true
+	case hasNext && s.trusted == string(bundle) && now.Sub(s.trustedSince) >= s.TrustPropagation:
+		ca, next, hasNext = next, KeyPair{}, false
+		renewal = "self-managed CA renewal finished: the new CA signs"
 		changed = true
 	}
-	if len(data[SecretKeyCABundle]) == 0 {
-		data[SecretKeyCABundle] = ca.CertPEM
+	// The bundle must hold every CA in use; one edited by hand or left
+	// empty is rebuilt.
+	if !bundleHolds(bundle, ca) || hasNext && !bundleHolds(bundle, next) {
+		bundle = ca.CertPEM
+		if hasNext {
+			bundle = concat(next.CertPEM, ca.CertPEM)
+		}
+		changed = true
+	}
+	data[SecretKeyCACert], data[SecretKeyCAKey], data[SecretKeyCABundle] = ca.CertPEM, ca.KeyPEM, bundle
+	if hasNext {
+		data[SecretKeyNextCACert], data[SecretKeyNextCAKey] = next.CertPEM, next.KeyPEM
+	} else if _, ok := data[SecretKeyNextCACert]; ok {
+		delete(data, SecretKeyNextCACert)
+		delete(data, SecretKeyNextCAKey)
 		changed = true
 	}
 
 	// 2. The serving certificate, reissued when old, signed by another CA
 	// or for other names.
 	serving := KeyPair{CertPEM: data[SecretKeyCert], KeyPEM: data[SecretKeyKey]}
+	reissued := false
 	if !fresh(serving, now, s.CertValidity) || !s.matches(serving, ca) {
 		serving, err = NewServing(ca, s.DNSNames, s.IPs, s.CertValidity)
 		if err != nil {
 			return err
 		}
 		data[SecretKeyCert], data[SecretKeyKey] = serving.CertPEM, serving.KeyPEM
-		changed = true
+		changed, reissued = true, true
 	}
 
 	if changed {
@@ -161,17 +222,56 @@ func (s *SelfManaged) reconcileOnce(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("write secret %s/%s: %w", s.Namespace, s.SecretName, err)
 		}
-		leaf, _ := serving.Leaf()
-		s.Logger.Info("self-managed certificate renewed", "secret", s.SecretName, "notAfter", leaf.NotAfter)
+		if renewal != "" {
+			s.Logger.Info(renewal, "secret", s.SecretName)
+		}
+		if reissued {
+			leaf, _ := serving.Leaf()
+			s.Logger.Info("self-managed certificate renewed", "secret", s.SecretName, "notAfter", leaf.NotAfter)
+		}
 	}
 
-	// 3. Trust before use: the apiserver must trust the CA before this
-	// replica serves a certificate it signed.
-	if err := s.patchCABundle(ctx, secret.Data[SecretKeyCABundle]); err != nil {
+	// 3. Trust before use: the webhook configuration must trust the CA
+	// before this replica serves a certificate it signed.
+	bundle = secret.Data[SecretKeyCABundle]
+	if err := s.patchCABundle(ctx, bundle); err != nil {
 		return err
+	}
+	if s.trusted != string(bundle) {
+		s.trusted, s.trustedSince = string(bundle), time.Now()
 	}
 	_, err = s.Holder.Set(secret.Data[SecretKeyCert], secret.Data[SecretKeyKey])
 	return err
+}
+
+// usable reports whether kp parses and is within its validity.
+func usable(kp KeyPair, now time.Time) bool {
+	if _, _, err := kp.parse(); err != nil {
+		return false
+	}
+	leaf, err := kp.Leaf()
+	return err == nil && now.Before(leaf.NotAfter)
+}
+
+func bundleHolds(bundle []byte, ca KeyPair) bool {
+	leaf, err := ca.Leaf()
+	if err != nil {
+		return false
+	}
+	certs, err := parseBundle(bundle)
+	if err != nil {
+		return false
+	}
+	for _, c := range certs {
+		if c.Equal(leaf) {
+			return true
+		}
+	}
+	return false
+}
+
+func concat(a, b []byte) []byte {
+	return append(append([]byte{}, a...), b...)
 }
 
 // fresh reports whether kp parses and has more than a third of validity left.
