@@ -138,9 +138,11 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 		cfg.WebhookConfigName = webhookConfigName
 		cfg.ServiceName = webhookServiceName
 		cfg.ExtraIPs = []net.IP{net.IPv4(127, 0, 0, 1)}
-		cfg.CertValidity = 3 * time.Second // renewed every ~2 s
-		cfg.CAValidity = 6 * time.Second   // renewed every ~4 s: the old CA stays in the bundle
-		cfg.CATrustPropagation = 500 * time.Millisecond
+		// Certificates keep whole seconds, so each lives up to 1 s less than
+		// its validity; every margin below is still over a second.
+		cfg.CertValidity = 6 * time.Second // renewed with 2 s left, every ~4 s
+		cfg.CAValidity = 12 * time.Second  // renewal starts with 4 s left: the old CA stays in the bundle
+		cfg.CATrustPropagation = time.Second
 		cfg.CertCheckInterval = 200 * time.Millisecond
 		cfg.DisableKeepAlives = true // every admission handshakes: rotations are really used
 		// No caBundle: the webhook patches it in. The URL is set once the
@@ -198,7 +200,7 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 			}
 		}()
 		var total, failures int
-		deadline := time.Now().Add(8 * time.Second)
+		deadline := time.Now().Add(12 * time.Second) // past the first CA renewal's two steps
 		for i := 0; time.Now().Before(deadline); i++ {
 			if i%20 == 10 {
 				url := w1.url

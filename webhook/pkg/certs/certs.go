@@ -89,7 +89,11 @@ type KeyPair struct {
 
 // NewCA creates a self-signed CA valid from now for validity.
 func NewCA(commonName string, validity time.Duration) (KeyPair, error) {
-	return issue(nil, &x509.Certificate{
+	return newCA(time.Now(), commonName, validity)
+}
+
+func newCA(now time.Time, commonName string, validity time.Duration) (KeyPair, error) {
+	return issue(now, nil, &x509.Certificate{
 		Subject:               pkix.Name{CommonName: commonName},
 		IsCA:                  true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
@@ -99,6 +103,10 @@ func NewCA(commonName string, validity time.Duration) (KeyPair, error) {
 
 // NewServing creates a serving certificate for dnsNames and ips signed by ca.
 func NewServing(ca KeyPair, dnsNames []string, ips []net.IP, validity time.Duration) (KeyPair, error) {
+	return newServing(time.Now(), ca, dnsNames, ips, validity)
+}
+
+func newServing(now time.Time, ca KeyPair, dnsNames []string, ips []net.IP, validity time.Duration) (KeyPair, error) {
 	if len(dnsNames) == 0 && len(ips) == 0 {
 		return KeyPair{}, errors.New("a serving certificate needs at least one DNS name or IP")
 	}
@@ -106,7 +114,7 @@ func NewServing(ca KeyPair, dnsNames []string, ips []net.IP, validity time.Durat
 	if len(dnsNames) > 0 {
 		cn = dnsNames[0]
 	}
-	return issue(&ca, &x509.Certificate{
+	return issue(now, &ca, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: cn},
 		DNSNames:    dnsNames,
 		IPAddresses: ips,
@@ -115,7 +123,7 @@ func NewServing(ca KeyPair, dnsNames []string, ips []net.IP, validity time.Durat
 	}, validity)
 }
 
-func issue(parent *KeyPair, template *x509.Certificate, validity time.Duration) (KeyPair, error) {
+func issue(now time.Time, parent *KeyPair, template *x509.Certificate, validity time.Duration) (KeyPair, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return KeyPair{}, err
@@ -124,7 +132,6 @@ func issue(parent *KeyPair, template *x509.Certificate, validity time.Duration) 
 	if err != nil {
 		return KeyPair{}, err
 	}
-	now := time.Now()
 	template.SerialNumber = serial
 	// Backdated a little so a replica or apiserver with a slightly slow
 	// clock accepts the certificate at once.

@@ -116,24 +116,34 @@ func TestSelfManagedReplicasAgree(t *testing.T) {
 	}
 }
 
+// clock is a fake time for SelfManaged, on a whole second because
+// certificates keep whole seconds.
+type clock struct{ t time.Time }
+
+func newClock() *clock                   { return &clock{t: time.Now().Truncate(time.Second)} }
+func (c *clock) now() time.Time          { return c.t }
+func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
 // TestSelfManagedRenewsBeforeExpiry keeps the CA and replaces the serving
 // certificate once less than a third of its validity is left.
 func TestSelfManagedRenewsBeforeExpiry(t *testing.T) {
 	client := newFakeCluster()
 	sm := newSelfManaged(client)
-	sm.CertValidity = 3 * time.Second
+	c := newClock()
+	sm.now, sm.CertValidity = c.now, 3*time.Hour
 	ctx := context.Background()
 	if err := sm.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	first := sm.Holder.Leaf()
+	c.advance(119 * time.Minute) // 61 minutes left
 	if err := sm.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if !sm.Holder.Leaf().Equal(first) {
 		t.Fatal("renewed a fresh certificate")
 	}
-	time.Sleep(2100 * time.Millisecond)
+	c.advance(2 * time.Minute) // 59 minutes left
 	if err := sm.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -164,17 +174,22 @@ func TestSelfManagedCreatesMissingSecret(t *testing.T) {
 func TestSelfManagedRenewsCAInTwoSteps(t *testing.T) {
 	client := newFakeCluster()
 	ctx := context.Background()
-	r1 := newSelfManaged(client)
-	r1.CAValidity, r1.TrustPropagation = 4500*time.Millisecond, 300*time.Millisecond
+	c := newClock()
+	replica := func() *SelfManaged {
+		sm := newSelfManaged(client)
+		sm.now, sm.CAValidity, sm.TrustPropagation = c.now, 30*time.Hour, time.Minute
+		return sm
+	}
 	reconcile := func(sm *SelfManaged) {
 		t.Helper()
 		if err := sm.Reconcile(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
+	r1 := replica()
 	reconcile(r1)
 	first := r1.Holder.Leaf()
-	time.Sleep(3050 * time.Millisecond) // under a third of the CA's validity left
+	c.advance(20*time.Hour + time.Second) // under a third of the CA's validity left
 
 	reconcile(r1)
 	secret := getSecret(t, client)
@@ -182,15 +197,15 @@ func TestSelfManagedRenewsCAInTwoSteps(t *testing.T) {
 	if oldCA.Equal(newCA) {
 		t.Fatal("no new CA waiting after the CA went stale")
 	}
-	assertBundle(t, client, oldCA, newCA)
+	assertBundle(t, client, c.now(), r1.Holder.Leaf(), oldCA, newCA)
+	c.advance(59 * time.Second)
 	reconcile(r1)
 	if !r1.Holder.Leaf().Equal(first) {
 		t.Fatal("the new CA signed before the propagation time passed")
 	}
 
-	time.Sleep(350 * time.Millisecond)
-	r2 := newSelfManaged(client)
-	r2.CAValidity, r2.TrustPropagation = r1.CAValidity, r1.TrustPropagation
+	c.advance(time.Second)
+	r2 := replica()
 	reconcile(r2)
 	if !r2.Holder.Leaf().Equal(first) {
 		t.Fatal("a replica switched to the new CA without having seen it trusted for the propagation time")
@@ -207,11 +222,13 @@ func TestSelfManagedRenewsCAInTwoSteps(t *testing.T) {
 	if !parseCert(t, secret.Data[SecretKeyCACert]).Equal(newCA) {
 		t.Fatal("ca.crt is not the new CA")
 	}
-	assertBundle(t, client, oldCA, newCA) // the old CA stays trusted for replicas not yet switched
+	// The old CA stays trusted for the replica that has not switched yet.
+	assertBundle(t, client, c.now(), r2.Holder.Leaf(), oldCA, newCA)
 	reconcile(r2)
 	if !r2.Holder.Leaf().Equal(served) {
 		t.Fatal("the other replica did not adopt the new certificate")
 	}
+	assertBundle(t, client, c.now(), served, oldCA, newCA)
 }
 
 // TestSelfManagedSwitchesWhenTheOldCAExpires: a propagation time longer
@@ -219,16 +236,25 @@ func TestSelfManagedRenewsCAInTwoSteps(t *testing.T) {
 func TestSelfManagedSwitchesWhenTheOldCAExpires(t *testing.T) {
 	client := newFakeCluster()
 	sm := newSelfManaged(client)
-	sm.CAValidity, sm.TrustPropagation = 1500*time.Millisecond, time.Hour
-	for _, wait := range []time.Duration{0, 1050 * time.Millisecond, 600 * time.Millisecond} {
-		time.Sleep(wait)
+	c := newClock()
+	sm.now, sm.CAValidity, sm.TrustPropagation = c.now, 3*time.Hour, 10*time.Hour
+	reconcile := func() {
+		t.Helper()
 		if err := sm.Reconcile(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	secret := getSecret(t, client)
-	ca := parseCert(t, secret.Data[SecretKeyCACert])
-	if !time.Now().Before(ca.NotAfter) {
+	reconcile()
+	oldCA := parseCert(t, getSecret(t, client).Data[SecretKeyCACert])
+	c.advance(2*time.Hour + time.Minute)
+	reconcile()
+	if err := sm.Holder.Leaf().CheckSignatureFrom(oldCA); err != nil {
+		t.Fatal("the new CA signs before the old one expired or the propagation time passed")
+	}
+	c.advance(time.Hour)
+	reconcile()
+	ca := parseCert(t, getSecret(t, client).Data[SecretKeyCACert])
+	if ca.Equal(oldCA) || !c.now().Before(ca.NotAfter) {
 		t.Fatal("an expired CA still signs")
 	}
 	if err := sm.Holder.Leaf().CheckSignatureFrom(ca); err != nil {
@@ -254,8 +280,9 @@ func parseCert(t *testing.T, pemBytes []byte) *x509.Certificate {
 	return c
 }
 
-// assertBundle checks every webhook's caBundle holds exactly want.
-func assertBundle(t *testing.T, client *fake.Clientset, want ...*x509.Certificate) {
+// assertBundle checks every webhook's caBundle holds exactly want and
+// trusts the served certificate at now.
+func assertBundle(t *testing.T, client *fake.Clientset, now time.Time, served *x509.Certificate, want ...*x509.Certificate) {
 	t.Helper()
 	cfg, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), "hook", metav1.GetOptions{})
 	if err != nil {
@@ -277,6 +304,11 @@ func assertBundle(t *testing.T, client *fake.Clientset, want ...*x509.Certificat
 			if !found {
 				t.Fatalf("webhook %s does not trust CA %s", w.Name, c.SerialNumber)
 			}
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(w.ClientConfig.CABundle)
+		if _, err := served.Verify(x509.VerifyOptions{Roots: pool, DNSName: "svc.dd.svc", CurrentTime: now}); err != nil {
+			t.Fatalf("webhook %s does not trust the served certificate: %v", w.Name, err)
 		}
 	}
 }

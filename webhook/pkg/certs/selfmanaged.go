@@ -73,6 +73,10 @@ type SelfManaged struct {
 	Holder           *Holder
 	Logger           *slog.Logger
 
+	// now is a seam: tests step a clock through a CA renewal instead of
+	// sleeping, so no assertion rides on scheduling delays.
+	now func() time.Time
+
 	mu sync.Mutex
 	// trusted is the bundle this replica last saw in the webhook
 	// configuration, and since when.
@@ -92,6 +96,9 @@ func (s *SelfManaged) defaults() {
 	}
 	if s.TrustPropagation <= 0 {
 		s.TrustPropagation = time.Minute
+	}
+	if s.now == nil {
+		s.now = time.Now
 	}
 	if s.Logger == nil {
 		s.Logger = slog.Default()
@@ -144,7 +151,7 @@ func (s *SelfManaged) reconcileOnce(ctx context.Context) error {
 	if data == nil {
 		data = map[string][]byte{}
 	}
-	now := time.Now()
+	now := s.now()
 	changed := false
 	var renewal string // what happened to the CAs, logged once written
 
@@ -164,13 +171,13 @@ func (s *SelfManaged) reconcileOnce(ctx context.Context) error {
 	case !usable(ca, now):
 		// First start, or everything expired while no replica ran:
 		// nothing is trusted yet, so the new CA signs at once.
-		if ca, err = NewCA("datadog-csi-webhook-ca", s.CAValidity); err != nil {
+		if ca, err = newCA(now, "datadog-csi-webhook-ca", s.CAValidity); err != nil {
 			return err
 		}
 		next, hasNext, bundle = KeyPair{}, false, ca.CertPEM
 		changed = true
 	case !fresh(ca, now, s.CAValidity) && !hasNext:
-		if next, err = NewCA("datadog-csi-webhook-ca", s.CAValidity); err != nil {
+		if next, err = newCA(now, "datadog-csi-webhook-ca", s.CAValidity); err != nil {
 			return err
 		}
 		hasNext, bundle = true, concat(next.CertPEM, ca.CertPEM)
@@ -204,7 +211,7 @@ func (s *SelfManaged) reconcileOnce(ctx context.Context) error {
 	serving := KeyPair{CertPEM: data[SecretKeyCert], KeyPEM: data[SecretKeyKey]}
 	reissued := false
 	if !fresh(serving, now, s.CertValidity) || !s.matches(serving, ca) {
-		serving, err = NewServing(ca, s.DNSNames, s.IPs, s.CertValidity)
+		serving, err = newServing(now, ca, s.DNSNames, s.IPs, s.CertValidity)
 		if err != nil {
 			return err
 		}
@@ -238,7 +245,7 @@ func (s *SelfManaged) reconcileOnce(ctx context.Context) error {
 		return err
 	}
 	if s.trusted != string(bundle) {
-		s.trusted, s.trustedSince = string(bundle), time.Now()
+		s.trusted, s.trustedSince = string(bundle), s.now()
 	}
 	_, err = s.Holder.Set(secret.Data[SecretKeyCert], secret.Data[SecretKeyKey])
 	return err
