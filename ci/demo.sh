@@ -70,6 +70,19 @@ wait_webhook_csi() {
 	die "the webhook does not inject CSI volumes after 2 minutes: kubectl -n $RELEASE_NS logs deploy/$RELEASE-datadog-csi-webhook"
 }
 
+# create_ns NS: create a namespace and wait until it has its ServiceAccount
+# default, which the controller-manager adds: the ServiceAccount admission
+# plugin rejects a pod created before it (after retrying a second or two).
+create_ns() {
+	local i
+	k create namespace "$1" >/dev/null
+	for i in $(seq 1 120); do
+		k -n "$1" get serviceaccount default >/dev/null 2>&1 && return 0
+		sleep 0.5
+	done
+	die "namespace $1 has no ServiceAccount default after 60 seconds: see kubectl -n kube-system logs -l component=kube-controller-manager"
+}
+
 delete_ns() {
 	k delete namespace "$@" --ignore-not-found --wait=true --timeout=120s >/dev/null
 }
@@ -96,7 +109,7 @@ up() {
 		--set "datadog-csi-webhook.image.tag=$IMAGE_TAG" \
 		--set datadog-csi-webhook.image.pullPolicy=IfNotPresent \
 		--set datadog-csi-webhook.agentCommunicationMode=csi
-	k create namespace "$DEMO_NS" >/dev/null
+	create_ns "$DEMO_NS"
 	wait_webhook_csi
 	log "installed; replaying the seed scenario"
 
@@ -131,10 +144,17 @@ up() {
 
 	echo
 	echo "== for contrast: the same pod in socket mode (hostPath, as Datadog's Cluster Agent's socket mode) =="
-	k create namespace "$CONTRAST_NS" >/dev/null
+	create_ns "$CONTRAST_NS"
 	show kubectl -n "$CONTRAST_NS" run nginx --image="$APP_IMAGE" --image-pull-policy=IfNotPresent \
 		--labels=admission.datadoghq.com/enabled=true,admission.datadoghq.com/config.mode=socket
 	show kubectl -n "$CONTRAST_NS" get pod nginx -o jsonpath="$VOLUMES_JSONPATH"
+	# Pod Security checks the namespace's pods from its informer cache, which
+	# may not have nginx yet: wait (about 30 s at most) for the dry run to warn.
+	local i
+	for i in $(seq 1 60); do
+		[[ $(k label ns "$CONTRAST_NS" pod-security.kubernetes.io/enforce=baseline --dry-run=server 2>&1) == *"hostPath volumes"* ]] && break
+		sleep 0.5
+	done
 	show kubectl label ns "$CONTRAST_NS" pod-security.kubernetes.io/enforce=baseline --dry-run=server
 	echo
 	log "demo done; 'make demo-down' removes it"

@@ -2,6 +2,7 @@ package charts
 
 import (
 	"encoding/base64"
+	"fmt"
 	"path"
 	"path/filepath"
 	"reflect"
@@ -581,6 +582,38 @@ func TestWebhookWiring(t *testing.T) {
 
 // kube-system and the release namespace are never sent to the webhook nor
 // mutated by it, whatever excludedNamespaces says; the list has no duplicates.
+// TestWebhookShutdownDelay: the flag carries the value, and the grace
+// period covers the delay plus the 5 s drain, never below Kubernetes' 30 s.
+func TestWebhookShutdownDelay(t *testing.T) {
+	for _, tc := range []struct {
+		delay     any
+		wantFlag  string
+		wantGrace int64
+	}{
+		{nil, "5s", 30},
+		{"0", "0", 30},
+		{0, "0", 30},
+		{"1500ms", "1500ms", 30},
+		{"20s", "20s", 35},
+		{"1m30s", "1m30s", 105},
+		{"90.5s", "90.5s", 106},
+	} {
+		t.Run(fmt.Sprint(tc.delay), func(t *testing.T) {
+			var vals map[string]any
+			if tc.delay != nil {
+				vals = map[string]any{"shutdownDelay": tc.delay}
+			}
+			pod := only[*appsv1.Deployment](t, mustRender(t, webhookChart, vals, renderOptions{})).Spec.Template.Spec
+			if got, _ := argValue(container(t, pod, "webhook").Args, "shutdown-delay"); got != tc.wantFlag {
+				t.Errorf("--shutdown-delay=%q, want %q", got, tc.wantFlag)
+			}
+			if g := pod.TerminationGracePeriodSeconds; g == nil || *g != tc.wantGrace {
+				t.Errorf("terminationGracePeriodSeconds %v, want %d", g, tc.wantGrace)
+			}
+		})
+	}
+}
+
 func TestWebhookAlwaysExcludesKubeSystemAndOwnNamespace(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -774,6 +807,8 @@ func TestBadValuesFailClearly(t *testing.T) {
 		{"empty webhook tag", webhookChart, map[string]any{"image": map[string]any{"tag": ""}}, []string{"image", "tag"}},
 		{"empty registrar tag", driverChart, map[string]any{"registrar": map[string]any{"image": map[string]any{"tag": ""}}}, []string{"registrar", "tag"}},
 		{"empty subchart tag via umbrella", umbrellaChart, map[string]any{"datadog-csi-driver": map[string]any{"image": map[string]any{"tag": ""}}}, []string{"tag"}},
+		{"shutdownDelay not a duration", webhookChart, map[string]any{"shutdownDelay": "5 seconds"}, []string{"shutdownDelay"}},
+		{"negative shutdownDelay", webhookChart, map[string]any{"shutdownDelay": "-5s"}, []string{"shutdownDelay"}},
 		{"existingSecret without CA", webhookChart, map[string]any{"tlsMode": "existingSecret", "tlsSecretName": "x"}, []string{"tlsCABundle"}},
 		{"driver setting in extraEnv", driverChart, map[string]any{"driver": map[string]any{"extraEnv": []any{map[string]any{"name": "DD_LOG_LEVEL", "value": "debug"}}}}, []string{"extraEnv", "DD_LOG_LEVEL", "values"}},
 		{"NODE_ID in extraEnv via umbrella", umbrellaChart, map[string]any{"datadog-csi-driver": map[string]any{"driver": map[string]any{"extraEnv": []any{map[string]any{"name": "NODE_ID", "value": "n"}}}}}, []string{"extraEnv", "NODE_ID"}},

@@ -278,6 +278,24 @@ func rxPackets(t *testing.T) int {
 	return 0
 }
 
+// waitDefaultServiceAccount waits up to 60 s until the controller-manager
+// created the namespace's ServiceAccount default: the ServiceAccount
+// admission plugin rejects a pod without it after retrying for only a
+// second or two.
+func waitDefaultServiceAccount(t *testing.T, kubectl, ns string) {
+	t.Helper()
+	var out string
+	var err error
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		if out, err = run(t, kubectl, "-n", ns, "get", "serviceaccount", "default"); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("namespace %s has no ServiceAccount default after 60s (the controller-manager creates it): %v\n%s", ns, err, out)
+		}
+	}
+}
+
 // A privileged pod with Bidirectional mount propagation: a mount it makes
 // under a hostPath must appear on the node (what the CSI driver relies on).
 func TestPrivilegedBidirectionalPropagation(t *testing.T) {
@@ -285,6 +303,7 @@ func TestPrivilegedBidirectionalPropagation(t *testing.T) {
 	ns := fmt.Sprintf("cluster-test-%d", time.Now().UnixNano()%100000)
 	mustRun(t, kubectl, "create", "namespace", ns)
 	t.Cleanup(func() { run(t, kubectl, "delete", "namespace", ns, "--wait=false") })
+	waitDefaultServiceAccount(t, kubectl, ns)
 	mustRun(t, kubectl, "label", "namespace", ns, "pod-security.kubernetes.io/enforce=privileged")
 	manifest := `apiVersion: v1
 kind: Pod

@@ -155,7 +155,25 @@ func (f *fixture) createNamespace(prefix string, labels map[string]string) strin
 	if _, err := f.client.CoreV1().Namespaces().Create(f.ctx, ns, metav1.CreateOptions{}); err != nil {
 		f.t.Fatalf("creating namespace %s: %v", ns.Name, err)
 	}
+	f.waitDefaultServiceAccount(ns.Name)
 	return ns.Name
+}
+
+// waitDefaultServiceAccount waits until the controller-manager created the
+// namespace's ServiceAccount default: the ServiceAccount admission plugin
+// rejects a pod without it after retrying for only a second or two.
+func (f *fixture) waitDefaultServiceAccount(ns string) {
+	f.t.Helper()
+	err := poll(f.ctx, time.Minute, 200*time.Millisecond, func(ctx context.Context) (bool, string, error) {
+		_, err := f.client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return true, "", nil
+	})
+	if err != nil {
+		f.t.Fatalf("namespace %s has no ServiceAccount default (the controller-manager creates it): %v", ns, err)
+	}
 }
 
 // sanitizeLabel makes a test name a valid label value.

@@ -257,13 +257,14 @@ func injectedMode(p *corev1.Pod) datadog.Mode {
 }
 
 // waitWebhookMode waits until labelled pods created in ns come out of
-// admission in the given mode, several times in a row: the webhook patches
-// its caBundle after it starts, and during a rollout old and new replicas
-// both answer.
+// admission in the given mode, every time for several seconds: the webhook
+// patches its caBundle after it starts, and during a rollout old and new
+// replicas both answer until the Service's endpoints reach kube-proxy.
 func (f *fixture) waitWebhookMode(ns string, want datadog.Mode) {
 	f.t.Helper()
+	const minStreak, minStreakTime = 5, 3 * time.Second
 	probe := optIn(appPod("webhook-probe"))
-	streak := 0
+	streak, streakStart := 0, time.Time{}
 	err := poll(f.ctx, 2*time.Minute, 300*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		start := time.Now()
 		p, err := f.dryRunPod(ctx, ns, probe)
@@ -282,8 +283,11 @@ func (f *fixture) waitWebhookMode(ns string, want datadog.Mode) {
 			}
 			return false, why, nil
 		}
+		if streak == 0 {
+			streakStart = start
+		}
 		streak++
-		return streak >= 5, "", nil
+		return streak >= minStreak && time.Since(streakStart) >= minStreakTime, "", nil
 	})
 	if err != nil {
 		f.t.Fatalf("webhook not mutating in %s mode: %v", want, err)

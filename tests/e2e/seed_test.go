@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gruntwork-io/terratest/modules/k8s"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/datadog-csi/datadog-csi/pkg/datadog"
@@ -87,13 +90,15 @@ func TestSeedScenario(t *testing.T) {
 			t.Errorf("socket mode: pod nginx has CSI volumes: %s", describeVolumes(pod))
 		}
 
-		out := f.labelNamespaceDryRun(ns, "baseline")
-		if !strings.Contains(out, "hostPath volumes") {
-			t.Errorf("labelling %s enforce=baseline did not warn about hostPath volumes:\n%s", ns, out)
-		}
+		// Pod Security checks the namespace's pods from its informer
+		// cache, which may not have nginx yet: wait for the warning.
+		f.waitLabelDryRunWarns(ns, "baseline", "hostPath volumes", 30*time.Second)
 		f.labelNamespace(ns, psaEnforce, "baseline")
 		p2 := seedPod()
 		p2.Name = "nginx-2"
+		// Pod Security reads the namespace's labels from its informer
+		// cache too: wait until a dry run is rejected, then for real.
+		f.waitPodSecurityRejects(ns, p2, "hostPath volumes", 30*time.Second)
 		_, err := f.client.CoreV1().Pods(ns).Create(f.ctx, p2, metav1.CreateOptions{})
 		if err == nil {
 			t.Fatalf("socket mode under enforce=baseline: pod nginx-2 was admitted; want it rejected for its hostPath volume")
@@ -119,6 +124,43 @@ func (f *fixture) labelNamespaceDryRun(ns, level string) string {
 		f.t.Fatalf("kubectl label --dry-run=server printed no result:\n%s", out)
 	}
 	return out
+}
+
+// waitLabelDryRunWarns repeats labelNamespaceDryRun every 200ms until its
+// output contains want; if it does not within timeout, the test fails with
+// the last output. Pod Security evaluates the namespace's pods as its
+// informer cache has them: a pod just created may not be there yet.
+func (f *fixture) waitLabelDryRunWarns(ns, level, want string, timeout time.Duration) {
+	f.t.Helper()
+	err := poll(f.ctx, timeout, 200*time.Millisecond, func(context.Context) (bool, string, error) {
+		out := f.labelNamespaceDryRun(ns, level)
+		return strings.Contains(out, want), "last output:\n" + out, nil
+	})
+	if err != nil {
+		f.t.Errorf("labelling %s %s=%s (dry run) did not warn about %s: %v", ns, psaEnforce, level, want, err)
+	}
+}
+
+// waitPodSecurityRejects dry-runs creating p in ns every 200ms until Pod
+// Security rejects it (Forbidden, naming want), and fails the test if it
+// does not within timeout. Pod Security reads the namespace's labels from
+// its informer cache: an enforce label just set may not be there yet.
+func (f *fixture) waitPodSecurityRejects(ns string, p *corev1.Pod, want string, timeout time.Duration) {
+	f.t.Helper()
+	err := poll(f.ctx, timeout, 200*time.Millisecond, func(ctx context.Context) (bool, string, error) {
+		_, err := f.dryRunPod(ctx, ns, p)
+		switch {
+		case err == nil:
+			return false, "a dry run admitted pod " + p.Name, nil
+		case apierrors.IsForbidden(err) && strings.Contains(err.Error(), want):
+			return true, "", nil
+		default:
+			return false, "dry run: " + err.Error(), nil
+		}
+	})
+	if err != nil {
+		f.t.Fatalf("namespace %s: Pod Security did not start rejecting pod %s for %s: %v", ns, p.Name, want, err)
+	}
 }
 
 func (f *fixture) labelNamespace(ns, key, value string) {

@@ -303,6 +303,9 @@ func baseConfig(mode string) app.Config {
 	cfg.Namespace = webhookNamespace
 	cfg.Mode = mode
 	cfg.LogLevel = "debug"
+	// Stop at once: the tests stop webhooks and expect them gone, and no
+	// Service endpoints need time to drop them.
+	cfg.ShutdownDelay = 0
 	return cfg
 }
 

@@ -153,3 +153,20 @@ release namespace (the webhook must not depend on itself), without duplicates.
 {{- $ns = append $ns .Release.Namespace | uniq }}
 {{- join "," $ns }}
 {{- end }}
+
+{{/*
+shutdownDelay in seconds, checked to be a Go duration (5s, 1500ms, 1m30s) or 0.
+The webhook parses the same string with time.ParseDuration.
+*/}}
+{{- define "datadog-csi-webhook.shutdownDelaySeconds" -}}
+{{- $delay := toString .Values.shutdownDelay }}
+{{- if not (regexMatch "^(0|([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$" $delay) }}
+{{- fail (printf "shutdownDelay %q is not a duration such as 5s, 1500ms or 1m30s (or 0 for none)" $delay) }}
+{{- end }}
+{{- $unit := dict "ns" 0.000000001 "us" 0.000001 "µs" 0.000001 "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 }}
+{{- $seconds := 0.0 }}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" $delay -1 }}
+{{- $seconds = addf $seconds (mulf (regexFind "^[0-9.]+" .) (get $unit (regexReplaceAll "^[0-9.]+" . ""))) }}
+{{- end }}
+{{- $seconds }}
+{{- end }}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -95,14 +96,19 @@ func TestInstallAndUpgrade(t *testing.T) {
 					},
 				}
 			}
-			// The admission plugin learns of a new policy from an informer: wait for it.
+			// The admission plugin learns of a new policy from an informer: wait
+			// for it. Until then the pod is admitted (it is deleted for the next
+			// try), or an admitted one not yet deleted makes it AlreadyExists
+			// (admission runs before storage, so the policy in force denies it).
 			var err error
 			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 				_, err = cp.Client.CoreV1().Pods("apps").Create(ctx, pod("writable", false), metav1.CreateOptions{})
-				if err != nil || time.Now().After(deadline) {
+				if err != nil && !apierrors.IsAlreadyExists(err) || time.Now().After(deadline) {
 					break
 				}
-				_ = cp.Client.CoreV1().Pods("apps").Delete(ctx, "writable", metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+				if err := cp.Client.CoreV1().Pods("apps").Delete(ctx, "writable", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil && !apierrors.IsNotFound(err) {
+					t.Fatalf("deleting pod apps/writable, admitted before the policy was in force: %v", err)
+				}
 			}
 			if err == nil || !strings.Contains(err.Error(), "readOnly") {
 				t.Errorf("writable CSI volume: want a denial naming readOnly, got %v", err)

@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -72,75 +73,103 @@ func Start(t testing.TB) *ControlPlane {
 	dir := t.TempDir()
 	pki := newPKI(t, dir)
 
-	etcdClient, etcdPeer, apiPort := freePort(t), freePort(t), freePort(t)
-	etcdURL := "http://127.0.0.1:" + strconv.Itoa(etcdClient)
-	peerURL := "http://127.0.0.1:" + strconv.Itoa(etcdPeer)
-	etcdExited := startProcess(t, dir, "etcd", filepath.Join(bin, "etcd"),
-		"--name=default",
-		"--data-dir="+filepath.Join(dir, "etcd-data"),
-		"--listen-client-urls="+etcdURL,
-		"--advertise-client-urls="+etcdURL,
-		"--listen-peer-urls="+peerURL,
-		"--initial-advertise-peer-urls="+peerURL,
-		"--initial-cluster=default="+peerURL,
-		"--log-level=warn",
-	)
-	waitFor(t, dir, "etcd", etcdExited, 30*time.Second, func() error {
-		resp, err := http.Get(etcdURL + "/health")
-		if err != nil {
-			return err
+	// The ports are free when picked but not held: another process may bind
+	// one before etcd or kube-apiserver does. Such a start is retried on new
+	// ports (waitFor tells it from other failures by the log's "address
+	// already in use").
+	var etcdURL string
+	for attempt := 1; ; attempt++ {
+		ports := freePorts(t, 2)
+		etcdURL = "http://127.0.0.1:" + strconv.Itoa(ports[0])
+		peerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
+		name := attemptName("etcd", attempt)
+		dataDir := filepath.Join(dir, "etcd-data")
+		if err := os.RemoveAll(dataDir); err != nil {
+			t.Fatal(err)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("etcd /health: %s", resp.Status)
+		exited := startProcess(t, dir, name, filepath.Join(bin, "etcd"),
+			"--name=default",
+			"--data-dir="+dataDir,
+			"--listen-client-urls="+etcdURL,
+			"--advertise-client-urls="+etcdURL,
+			"--listen-peer-urls="+peerURL,
+			"--initial-advertise-peer-urls="+peerURL,
+			"--initial-cluster=default="+peerURL,
+			"--log-level=warn",
+			// A test's data dies with it; fsync only makes every write
+			// wait on a busy CI disk, stretching timing-sensitive tests.
+			"--unsafe-no-fsync",
+		)
+		if waitFor(t, dir, name, exited, attempt < startAttempts, 30*time.Second, func() error {
+			resp, err := http.Get(etcdURL + "/health")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("etcd /health: %s", resp.Status)
+			}
+			return nil
+		}) {
+			break
 		}
-		return nil
-	})
+	}
 
-	apiExited := startProcess(t, dir, "kube-apiserver", filepath.Join(bin, "kube-apiserver"),
-		"--etcd-servers="+etcdURL,
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(apiPort),
-		"--cert-dir="+filepath.Join(dir, "apiserver-certs"),
-		"--tls-cert-file="+pki.servingCert,
-		"--tls-private-key-file="+pki.servingKey,
-		"--client-ca-file="+pki.caCert,
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+pki.saPub,
-		"--service-account-signing-key-file="+pki.saKey,
-		"--service-cluster-ip-range=10.96.0.0/16",
-		"--authorization-mode=RBAC",
-		// As kubeadm sets it: the driver's DaemonSet is privileged.
-		"--allow-privileged=true",
-		// Loopback cannot be the kubernetes Service's endpoint.
-		"--endpoint-reconciler-type=none",
-		// The default admission plugins, which include PodSecurity,
-		// ServiceAccount and MutatingAdmissionWebhook; nothing disabled.
-		"--profiling=false",
-		"--v=1",
+	var (
+		admin  *rest.Config
+		client kubernetes.Interface
 	)
-	admin := &rest.Config{
-		Host: "https://127.0.0.1:" + strconv.Itoa(apiPort),
-		TLSClientConfig: rest.TLSClientConfig{
-			CAData:   pki.caPEM,
-			CertData: pki.adminCertPEM,
-			KeyData:  pki.adminKeyPEM,
-		},
-		QPS:   200,
-		Burst: 400,
-	}
-	client, err := kubernetes.NewForConfig(admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, dir, "kube-apiserver", apiExited, 90*time.Second, func() error {
-		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(context.Background())
-		if err != nil {
-			return fmt.Errorf("%v: %s", err, body)
+	for attempt := 1; ; attempt++ {
+		apiPort := freePorts(t, 1)[0]
+		name := attemptName("kube-apiserver", attempt)
+		exited := startProcess(t, dir, name, filepath.Join(bin, "kube-apiserver"),
+			"--etcd-servers="+etcdURL,
+			"--bind-address=127.0.0.1",
+			"--advertise-address=127.0.0.1",
+			"--secure-port="+strconv.Itoa(apiPort),
+			"--cert-dir="+filepath.Join(dir, "apiserver-certs"),
+			"--tls-cert-file="+pki.servingCert,
+			"--tls-private-key-file="+pki.servingKey,
+			"--client-ca-file="+pki.caCert,
+			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+			"--service-account-key-file="+pki.saPub,
+			"--service-account-signing-key-file="+pki.saKey,
+			"--service-cluster-ip-range=10.96.0.0/16",
+			"--authorization-mode=RBAC",
+			// As kubeadm sets it: the driver's DaemonSet is privileged.
+			"--allow-privileged=true",
+			// Loopback cannot be the kubernetes Service's endpoint.
+			"--endpoint-reconciler-type=none",
+			// The default admission plugins, which include PodSecurity,
+			// ServiceAccount and MutatingAdmissionWebhook; nothing disabled.
+			"--profiling=false",
+			"--v=1",
+		)
+		admin = &rest.Config{
+			Host: "https://127.0.0.1:" + strconv.Itoa(apiPort),
+			TLSClientConfig: rest.TLSClientConfig{
+				CAData:   pki.caPEM,
+				CertData: pki.adminCertPEM,
+				KeyData:  pki.adminKeyPEM,
+			},
+			QPS:   200,
+			Burst: 400,
 		}
-		return nil
-	})
+		var err error
+		client, err = kubernetes.NewForConfig(admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waitFor(t, dir, name, exited, attempt < startAttempts, 90*time.Second, func() error {
+			body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(context.Background())
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, body)
+			}
+			return nil
+		}) {
+			break
+		}
+	}
 	return &ControlPlane{Admin: admin, Client: client, Dir: dir, CACert: pki.caPEM}
 }
 
@@ -168,14 +197,32 @@ func (cp *ControlPlane) CreateNamespace(t testing.TB, name string, labels map[st
 	}
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// startAttempts bounds how often Start picks new ports for a process that
+// could not bind one of them.
+const startAttempts = 3
+
+// attemptName names a process's log: etcd.log, then etcd-attempt2.log, ...
+func attemptName(name string, attempt int) string {
+	if attempt == 1 {
+		return name
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return name + "-attempt" + strconv.Itoa(attempt)
+}
+
+// freePorts returns n distinct loopback ports nothing listens on right now.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Held until all are picked, so the n ports differ.
+		defer l.Close()
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports
 }
 
 // startProcess runs a binary until the test ends; the returned channel is
@@ -213,21 +260,31 @@ func startProcess(t testing.TB, dir, name, path string, args ...string) <-chan s
 	return exited
 }
 
-func waitFor(t testing.TB, dir, name string, exited <-chan struct{}, timeout time.Duration, check func() error) {
+// waitFor waits until check passes and returns true. If the process exits
+// first, it fails the test, unless retry is set and the process's log says
+// a port it was given was taken meanwhile: then it returns false, for the
+// caller to start it again on new ports.
+func waitFor(t testing.TB, dir, name string, exited <-chan struct{}, retry bool, timeout time.Duration, check func() error) bool {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var err error
 	for time.Now().Before(deadline) {
 		if err = check(); err == nil {
-			return
+			return true
 		}
 		select {
 		case <-exited:
-			t.Fatalf("%s exited before it was ready\nlog tail:\n%s", name, tail(filepath.Join(dir, name+".log"), 40))
+			log := tail(filepath.Join(dir, name+".log"), 40)
+			if retry && strings.Contains(log, "address already in use") {
+				t.Logf("%s exited: a port it was given was taken meanwhile; retrying on new ports\nlog tail:\n%s", name, log)
+				return false
+			}
+			t.Fatalf("%s exited before it was ready\nlog tail:\n%s", name, log)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
 	t.Fatalf("%s not ready after %s: %v\nlog tail:\n%s", name, timeout, err, tail(filepath.Join(dir, name+".log"), 40))
+	return false
 }
 
 func tail(path string, lines int) string {

@@ -81,8 +81,13 @@ func serve(args []string, stderr io.Writer) int {
 		logger.Error("invalid configuration", "err", err)
 		return 2
 	}
+	// SIGTERM (the kubelet's) or SIGINT starts the shutdown: Serve keeps
+	// answering for --shutdown-delay, then drains. The first signal also
+	// restores the default handling, so a second one ends the process at
+	// once, delay or not.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop)
 	if err := a.Serve(ctx); err != nil {
 		logger.Error("webhook stopped", "err", err)
 		return 1

@@ -1,15 +1,37 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/datadog-csi/datadog-csi/webhook/pkg/certs"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
+
+// childEnv makes the test binary run as `datadog-csi-webhook` with its
+// arguments instead of the tests, so a test can signal a real webhook
+// process.
+const childEnv = "DATADOG_CSI_WEBHOOK_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
 
 func runCmd(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
@@ -27,6 +49,7 @@ func TestServeNamesTheBadFlag(t *testing.T) {
 		"--log-format":          {"--namespace=dd", "--tls-mode=existingSecret", "--log-format=xml"},
 		"--apm-socket-path":     {"--namespace=dd", "--tls-mode=existingSecret", "--apm-socket-path=apm.socket"},
 		"--excluded-namespaces": {"--namespace=dd", "--tls-mode=existingSecret", "--excluded-namespaces=kube-system,Not_A_Name"},
+		"--shutdown-delay":      {"--namespace=dd", "--tls-mode=existingSecret", "--shutdown-delay=-1s"},
 	} {
 		t.Setenv("POD_NAMESPACE", "")
 		code, _, stderr := runCmd(t, "", append([]string{"serve"}, args...)...)
@@ -94,4 +117,165 @@ func TestInjectPrintsMutatedPodAndVerdicts(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, "--mode") {
 		t.Fatalf("bad mode accepted: %d %s", code, stderr)
 	}
+}
+
+// SIGTERM, as the kubelet sends it, starts --shutdown-delay: the process
+// logs it, fails /readyz, keeps serving, and exits 0 after the delay. A
+// second SIGTERM during the delay ends the process at once.
+func TestSIGTERMStartsShutdownDelay(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no SIGTERM")
+	}
+	dir := t.TempDir()
+	ca, err := certs.NewCA("ca", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving, err := certs.NewServing(ca, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.WriteFile(filepath.Join(dir, certs.CertFile), serving.CertPEM, 0o600)
+	_ = os.WriteFile(filepath.Join(dir, certs.KeyFile), serving.KeyPEM, 0o600)
+	// An apiserver that refuses connections: the caches never sync, which
+	// does not stop the webhook from serving.
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	_ = os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600)
+
+	start := func(t *testing.T, delay string) (*exec.Cmd, <-chan map[string]any, string) {
+		t.Helper()
+		args := []string{"serve", "--namespace=dd", "--tls-mode=existingSecret", "--tls-cert-dir=" + dir,
+			"--listen-address=127.0.0.1:0", "--probe-address=127.0.0.1:0", "--kubeconfig=" + kubeconfig,
+			"--shutdown-delay=" + delay}
+		cmd := exec.Command(os.Args[0], args...)
+		cmd.Env = append(os.Environ(), childEnv+"=1")
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		// The webhook's JSON log lines; client-go's klog lines are not JSON.
+		logs := make(chan map[string]any, 100)
+		go func() {
+			defer close(logs)
+			sc := bufio.NewScanner(stderr)
+			for sc.Scan() {
+				var line map[string]any
+				if json.Unmarshal(sc.Bytes(), &line) == nil {
+					logs <- line
+				}
+			}
+		}()
+		serving := waitLog(t, logs, "serving")
+		probe, _ := serving["probe"].(string)
+		return cmd, logs, probe
+	}
+
+	t.Run("one SIGTERM", func(t *testing.T) {
+		const delay = 500 * time.Millisecond
+		cmd, logs, probe := start(t, delay.String())
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		signalled := time.Now()
+		line := waitLog(t, logs, "shutting down: still serving for 500ms while endpoints drop this pod")
+		if line["level"] != "INFO" {
+			t.Errorf("shutdown logged at %v, want INFO", line["level"])
+		}
+		if code, body := get(t, "http://"+probe+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "shutting down") {
+			t.Errorf("/readyz during the delay: %d %q", code, body)
+		}
+		if code, _ := get(t, "http://"+probe+"/healthz"); code != http.StatusOK {
+			t.Errorf("/healthz during the delay: %d", code)
+		}
+		exited := make(chan error, 1)
+		go func() {
+			for range logs { // drain, so the child never blocks on stderr
+			}
+			exited <- cmd.Wait()
+		}()
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Fatalf("exit after SIGTERM: %v", err)
+			}
+		case <-time.After(delay + 15*time.Second):
+			t.Fatal("no exit after the delay")
+		}
+		if elapsed := time.Since(signalled); elapsed < delay {
+			t.Errorf("exited %v after SIGTERM, before the %v delay", elapsed, delay)
+		}
+	})
+
+	t.Run("second SIGTERM", func(t *testing.T) {
+		cmd, logs, _ := start(t, "1h")
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		waitLog(t, logs, "shutting down: still serving for 1h0m0s while endpoints drop this pod")
+		exited := make(chan error, 1)
+		go func() {
+			for range logs {
+			}
+			exited <- cmd.Wait()
+		}()
+		// The first signal restores the default handling just after it
+		// cancels Serve's context: repeat the second until it lands.
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case <-exited:
+				ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+				if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+					t.Fatalf("exit %v, want killed by the second SIGTERM", cmd.ProcessState)
+				}
+				return
+			case <-tick.C:
+				_ = cmd.Process.Signal(syscall.SIGTERM)
+			case <-deadline:
+				t.Fatal("a second SIGTERM did not end the process during the delay")
+			}
+		}
+	})
+}
+
+func waitLog(t *testing.T, logs <-chan map[string]any, msg string) map[string]any {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case line, ok := <-logs:
+			if !ok {
+				t.Fatalf("the webhook exited before logging %q", msg)
+			}
+			if line["msg"] == msg {
+				return line
+			}
+		case <-timeout:
+			t.Fatalf("the webhook did not log %q", msg)
+		}
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

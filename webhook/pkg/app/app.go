@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/datadog-csi/datadog-csi/webhook/pkg/certs"
@@ -33,7 +34,13 @@ type App struct {
 	mutator *mutate.Mutator
 
 	injectLn, probeLn net.Listener
+
+	// shuttingDown fails /readyz from the moment Serve's context ends.
+	shuttingDown atomic.Bool
 }
+
+// errShuttingDown is what /readyz reports during --shutdown-delay.
+var errShuttingDown = errors.New("shutting down")
 
 // New validates cfg and wires the webhook; nothing runs until Serve.
 func New(cfg Config, client kubernetes.Interface, logger *slog.Logger) (*App, error) {
@@ -90,25 +97,37 @@ func (a *App) ProbeAddr() string {
 // ServingCertificate is the certificate served now, nil before the first.
 func (a *App) ServingCertificate() *x509.Certificate { return a.holder.Leaf() }
 
-// Ready reports whether the webhook can answer admissions as configured.
+// Ready reports whether the webhook can answer admissions as configured,
+// and is not shutting down.
 func (a *App) Ready() error {
+	if a.shuttingDown.Load() {
+		return errShuttingDown
+	}
 	if err := a.holder.Ready(); err != nil {
 		return err
 	}
 	return a.state.Ready()
 }
 
-// Serve runs everything until ctx ends, then shuts the servers down.
+// Serve runs everything until ctx ends, then shuts the servers down: it
+// first fails /readyz and keeps answering admissions for --shutdown-delay,
+// so that the apiserver, which reaches the webhook through its Service, is
+// no longer sent here by the time the listeners close.
 func (a *App) Serve(ctx context.Context) error {
 	if a.injectLn == nil {
 		if err := a.Listen(); err != nil {
 			return err
 		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// Caches and certificates outlive ctx until the servers are shut down:
+	// admissions answered during the delay still need them.
+	stop := ctx.Done()
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 
 	// Caches and certificates start in the background: until both are
 	// ready /readyz says so, and the apiserver's failurePolicy Ignore
@@ -150,7 +169,8 @@ func (a *App) Serve(ctx context.Context) error {
 
 	var serveErr error
 	select {
-	case <-ctx.Done():
+	case <-stop:
+		serveErr = a.shutdownDelay(servers, errc)
 	case serveErr = <-errc:
 	}
 	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
@@ -162,6 +182,34 @@ func (a *App) Serve(ctx context.Context) error {
 		serveErr = nil
 	}
 	return serveErr
+}
+
+// shutdownDelay fails /readyz and keeps serving for --shutdown-delay, or
+// until a server fails, whose error it returns.
+func (a *App) shutdownDelay(servers []*http.Server, errc <-chan error) error {
+	a.shuttingDown.Store(true)
+	delay := a.cfg.ShutdownDelay
+	if delay <= 0 {
+		a.logger.Info("shutting down")
+		return nil
+	}
+	a.logger.Info(fmt.Sprintf("shutting down: still serving for %v while endpoints drop this pod", delay))
+	// Tell clients to leave: HTTP/1 responses say Connection: close, an
+	// HTTP/2 connection gets a GOAWAY after its next answer. The
+	// apiserver's next admission then opens a new connection, which the
+	// Service sends to a pod that stays, rather than reusing one that
+	// Shutdown would close under it.
+	for _, s := range servers {
+		s.SetKeepAlivesEnabled(false)
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case err := <-errc:
+		return err
+	}
 }
 
 func (a *App) startCertificates(ctx context.Context, wg *sync.WaitGroup) error {

@@ -49,6 +49,10 @@ type Config struct {
 	ServiceName           string
 	LogLevel              string
 	LogFormat             string
+	// ShutdownDelay is how long Serve keeps answering admissions after its
+	// context ends, with /readyz failing, before it closes its listeners;
+	// 0 closes them at once.
+	ShutdownDelay time.Duration
 
 	// Not flags: knobs for tests.
 
@@ -90,6 +94,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ServiceName, "service-name", "", "the webhook's Service, whose DNS names the certificate carries (selfManaged)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json or text")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 5*time.Second, "after SIGTERM, keep serving admissions this long with /readyz failing, so the Service's endpoints drop the pod before its listeners close (0: close at once)")
 }
 
 // DefaultConfig returns the flag defaults.
@@ -167,6 +172,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		bad("log-format", "%q: want json or text", c.LogFormat)
+	}
+	if c.ShutdownDelay < 0 {
+		bad("shutdown-delay", "%v: must be non-negative (0: no delay)", c.ShutdownDelay)
 	}
 	return errors.Join(errs...)
 }
