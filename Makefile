@@ -68,6 +68,9 @@ k8s-bins: ## build Kubernetes, etcd, coredns, crictl from the Go proxy into CACH
 .PHONY: integration
 integration: k8s-bins ## tests against a real etcd + kube-apiserver started as processes
 	cd tests && K8S_BIN_DIR=$$(../ci/k8s-build.sh --print-bin-dir) $(GO) test -count=1 ./integration/...
+	@mkdir -p .cache && echo "webhook process RSS benchmark, 2 s of load (output in .cache/bench-rss-smoke.txt)" && \
+	(cd tests && K8S_BIN_DIR=$$(../ci/k8s-build.sh --print-bin-dir) RSS_BENCH_SECONDS=2 $(GO) test -count=1 -run '^$$' -bench BenchmarkServeRSS -benchtime=1x ./integration/) >.cache/bench-rss-smoke.txt 2>&1 || \
+	{ cat .cache/bench-rss-smoke.txt; exit 1; }
 
 .PHONY: images
 images: ## build the driver, webhook and test images locally (no registry)

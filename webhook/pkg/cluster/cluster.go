@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/datadog-csi/datadog-csi/pkg/datadog"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -28,7 +29,7 @@ type State struct {
 func New(client kubernetes.Interface) *State {
 	// No resync: the watch keeps the caches current, and nothing here
 	// needs periodic reprocessing.
-	f := informers.NewSharedInformerFactory(client, 0)
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(stripUnused))
 	ns := f.Core().V1().Namespaces()
 	drivers := f.Storage().V1().CSIDrivers()
 	return &State{
@@ -37,6 +38,18 @@ func New(client kubernetes.Interface) *State {
 		csiDrivers: drivers.Lister(),
 		synced:     []cache.InformerSynced{ns.Informer().HasSynced, drivers.Informer().HasSynced},
 	}
+}
+
+// stripUnused drops what the cache never reads and what makes most of a
+// namespace's size: its managedFields history and annotations (such as
+// kubectl's last-applied configuration). Labels, name and deletion time
+// stay. Measured: about 3–4 KiB of webhook RSS per namespace with them.
+func stripUnused(obj any) (any, error) {
+	if m, err := meta.Accessor(obj); err == nil {
+		m.SetManagedFields(nil)
+		m.SetAnnotations(nil)
+	}
+	return obj, nil
 }
 
 // Start runs the informers until ctx ends and waits up to timeout for the

@@ -47,3 +47,29 @@ func TestStateFollowsTheCluster(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestCacheKeepsOnlyWhatItReads: managedFields and annotations, most of a
+// namespace's size in a large cluster, are not cached; labels are.
+func TestCacheKeepsOnlyWhatItReads(t *testing.T) {
+	client := fake.NewClientset(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps",
+		Labels:        map[string]string{"pod-security.kubernetes.io/enforce": "restricted"},
+		Annotations:   map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"big":"json"}`},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}},
+	}})
+	s := New(client)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := s.Start(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := s.namespaces.Get("apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ns.ManagedFields) != 0 || len(ns.Annotations) != 0 {
+		t.Fatalf("cached namespace keeps managedFields %v, annotations %v", ns.ManagedFields, ns.Annotations)
+	}
+	if labels, _ := s.NamespaceLabels("apps"); labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Fatalf("labels lost: %v", labels)
+	}
+}
