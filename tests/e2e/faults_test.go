@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/datadog-csi/datadog-csi/pkg/datadog"
 )
@@ -23,8 +24,9 @@ const (
 // TestFaults breaks things while app pods run: the driver pod is deleted
 // (apps keep sending; a pod deleted afterwards is unpublished by the new
 // driver, leaving no mount on the node), the agent restarts and recreates its
-// sockets (directory volumes follow without a pod restart), and the webhook
-// goes away (labelled pods are still created, unmutated).
+// sockets (directory volumes follow without a pod restart), the webhook rolls
+// over (no admission meanwhile goes unmutated), and the webhook goes away
+// (labelled pods are still created, unmutated).
 func TestFaults(t *testing.T) {
 	f := newFixture(t)
 	a := f.installAgent()
@@ -147,15 +149,90 @@ func TestFaults(t *testing.T) {
 		}
 	})
 
+	t.Run("webhook rolling restart: every admission meanwhile is mutated", func(t *testing.T) {
+		f := f.sub(t)
+		dep := f.webhookDeployment(rel)
+		old, err := f.releasePods(f.ctx, rel, webhookChartName)
+		if err != nil || len(old) == 0 {
+			t.Fatalf("want webhook pods, got %d (%v)", len(old), err)
+		}
+		// What `kubectl rollout restart` does.
+		patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"e2e.datadog-csi.io/restartedAt":%q}}}}}`, time.Now().Format(time.RFC3339Nano))
+		if _, err := f.client.AppsV1().Deployments(rel.namespace).Patch(f.ctx, dep, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// Admit a labelled pod again and again until every old pod is gone
+		// and a little longer (kube-proxy lags the endpoints): the old pods
+		// keep answering for --shutdown-delay after SIGTERM, so the API
+		// server, which reaches them through the Service, never finds a
+		// closed port and never falls back to failurePolicy Ignore.
+		probe := optIn(appPod("rollout-probe"))
+		oldNames := map[string]bool{}
+		for _, p := range old {
+			oldNames[p.Name] = true
+		}
+		var total, unmutated int
+		var goneAt time.Time
+		// The pods' states over the rollout, logged when an admission fails.
+		var timeline []string
+		states := map[string]string{}
+		start := time.Now()
+		deadline := start.Add(3 * time.Minute)
+		for goneAt.IsZero() || time.Since(goneAt) < 5*time.Second {
+			if time.Now().After(deadline) {
+				t.Fatalf("old webhook pods not gone after 3 minutes")
+			}
+			p, err := f.dryRunPod(f.ctx, ns, probe)
+			total++
+			if err != nil || injectedMode(p) != datadog.ModeCSI {
+				unmutated++
+				why := fmt.Sprint(err)
+				if err == nil {
+					why = "mode " + string(injectedMode(p))
+				}
+				t.Logf("admission %d at +%s during the rollout not mutated: %s", total, time.Since(start).Round(time.Millisecond), why)
+			}
+			if total%5 == 0 {
+				pods, err := f.releasePods(f.ctx, rel, webhookChartName)
+				if err != nil {
+					t.Fatal(err)
+				}
+				left, seen := 0, map[string]bool{}
+				for _, p := range pods {
+					seen[p.Name] = true
+					if oldNames[p.Name] {
+						left++
+					}
+					state := fmt.Sprintf("ready=%v terminating=%v", podReady(&p), p.DeletionTimestamp != nil)
+					if states[p.Name] != state {
+						states[p.Name] = state
+						timeline = append(timeline, fmt.Sprintf("+%s %s %s", time.Since(start).Round(time.Millisecond), p.Name, state))
+					}
+				}
+				for name := range states {
+					if !seen[name] {
+						delete(states, name)
+						timeline = append(timeline, fmt.Sprintf("+%s %s gone", time.Since(start).Round(time.Millisecond), name))
+					}
+				}
+				if left == 0 && goneAt.IsZero() {
+					goneAt = time.Now()
+				}
+			}
+		}
+		t.Logf("%d admissions during the rolling restart of %d webhook pods, %d not mutated", total, len(old), unmutated)
+		if unmutated != 0 {
+			t.Logf("webhook pods during the rollout:\n%s", strings.Join(timeline, "\n"))
+			t.Fatalf("%d of %d admissions during a webhook rolling restart were not mutated", unmutated, total)
+		}
+		if total < 50 {
+			t.Fatalf("only %d admissions during the rollout: it did not exercise it", total)
+		}
+	})
+
 	t.Run("webhook scaled to zero: labelled pods are created unmutated", func(t *testing.T) {
 		f := f.sub(t)
-		deps, err := f.client.AppsV1().Deployments(rel.namespace).List(f.ctx, metav1.ListOptions{
-			LabelSelector: "app.kubernetes.io/name=" + webhookChartName + ",app.kubernetes.io/instance=" + rel.name,
-		})
-		if err != nil || len(deps.Items) != 1 {
-			t.Fatalf("want the webhook Deployment, got %v (%v)", deps, err)
-		}
-		dep := deps.Items[0].Name
+		dep := f.webhookDeployment(rel)
 		scale, err := f.client.AppsV1().Deployments(rel.namespace).GetScale(f.ctx, dep, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -187,6 +264,18 @@ func TestFaults(t *testing.T) {
 		}
 		f.waitPodReady(ns, p.Name, 2*time.Minute)
 	})
+}
+
+// webhookDeployment names the release's webhook Deployment.
+func (f *fixture) webhookDeployment(r *release) string {
+	f.t.Helper()
+	deps, err := f.client.AppsV1().Deployments(r.namespace).List(f.ctx, metav1.ListOptions{
+		LabelSelector: "app.kubernetes.io/name=" + webhookChartName + ",app.kubernetes.io/instance=" + r.name,
+	})
+	if err != nil || len(deps.Items) != 1 {
+		f.t.Fatalf("want the webhook Deployment, got %v (%v)", deps, err)
+	}
+	return deps.Items[0].Name
 }
 
 // waitReplacedReady waits until the release's pod of chart is ready and is

@@ -124,6 +124,41 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 		}
 	})
 
+	t.Run("shutdown delay: admissions keep being mutated while the webhook shuts down", func(t *testing.T) {
+		const delay = 3 * time.Second
+		w := startFileTLSWebhook(t, cp, client, "csi", func(c *app.Config) { c.ShutdownDelay = delay })
+		registerWebhook(t, cp, w.url, w.caPEM)
+		waitMutating(t, cp, "apps-baseline")
+		stopped := make(chan time.Time, 1)
+		time.AfterFunc(time.Second, func() {
+			w.stop()
+			stopped <- time.Now()
+		})
+		// Keep admitting until shortly before the delay ends: the apiserver
+		// reuses its connection to the webhook, which must not be closed
+		// under a request (an EOF there means failurePolicy Ignore).
+		var total, failures int
+		cancelled := time.Now().Add(time.Second)
+		for time.Since(cancelled) < delay-500*time.Millisecond {
+			p, err := dryRunPod(cp, "apps-baseline")
+			total++
+			if err != nil || !hasVolume(p, datadog.VolumeDSDDir) {
+				failures++
+				t.Logf("admission %d, %s after shutdown began, not mutated: %v", total, time.Since(cancelled).Round(time.Millisecond), err)
+			}
+		}
+		t.Logf("%d admissions across the start of shutdown, %d not mutated", total, failures)
+		if failures != 0 {
+			t.Fatalf("%d of %d admissions were not mutated while the webhook shut down", failures, total)
+		}
+		if took := (<-stopped).Sub(cancelled); took < delay-100*time.Millisecond {
+			t.Fatalf("the webhook stopped %s after shutdown began, before its %s delay", took, delay)
+		}
+		if total < 20 {
+			t.Fatalf("only %d admissions", total)
+		}
+	})
+
 	t.Run("selfManaged TLS: Secret and caBundle managed, CA and certificate rotation during a stream of admissions has 0 failures", func(t *testing.T) {
 		ctx := context.Background()
 		// The chart pre-creates the Secret empty so the webhook needs no
@@ -311,7 +346,7 @@ func baseConfig(mode string) app.Config {
 
 // startFileTLSWebhook runs the webhook with a certificate from files, as
 // with --tls-mode=existingSecret.
-func startFileTLSWebhook(t *testing.T, cp *controlplane.ControlPlane, client kubernetes.Interface, mode string) *runningWebhook {
+func startFileTLSWebhook(t *testing.T, cp *controlplane.ControlPlane, client kubernetes.Interface, mode string, opts ...func(*app.Config)) *runningWebhook {
 	dir := t.TempDir()
 	ca, err := certs.NewCA("test-webhook-ca", time.Hour)
 	if err != nil {
@@ -330,6 +365,9 @@ func startFileTLSWebhook(t *testing.T, cp *controlplane.ControlPlane, client kub
 	cfg := baseConfig(mode)
 	cfg.TLSMode = app.TLSExistingSecret
 	cfg.TLSCertDir = dir
+	for _, o := range opts {
+		o(&cfg)
+	}
 	w := startWebhook(t, client, cfg)
 	w.caPEM = ca.CertPEM
 	return w

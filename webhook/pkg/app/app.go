@@ -142,10 +142,11 @@ func (a *App) Serve(ctx context.Context) error {
 	}
 
 	mux := http.NewServeMux()
+	handler := closeWhenShuttingDown(mux, &a.shuttingDown)
 	mux.Handle(server.PathInject, &server.Inject{Mutator: a.mutator, Logger: a.logger, Metrics: a.metrics})
 	server.Probe(mux, a.Ready)
 	injectSrv := &http.Server{
-		Handler:           mux,
+		Handler:           handler,
 		TLSConfig:         a.holder.TLSConfig(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -170,7 +171,7 @@ func (a *App) Serve(ctx context.Context) error {
 	var serveErr error
 	select {
 	case <-stop:
-		serveErr = a.shutdownDelay(servers, errc)
+		serveErr = a.shutdownDelay(errc)
 	case serveErr = <-errc:
 	}
 	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
@@ -186,7 +187,7 @@ func (a *App) Serve(ctx context.Context) error {
 
 // shutdownDelay fails /readyz and keeps serving for --shutdown-delay, or
 // until a server fails, whose error it returns.
-func (a *App) shutdownDelay(servers []*http.Server, errc <-chan error) error {
+func (a *App) shutdownDelay(errc <-chan error) error {
 	a.shuttingDown.Store(true)
 	delay := a.cfg.ShutdownDelay
 	if delay <= 0 {
@@ -194,14 +195,6 @@ func (a *App) shutdownDelay(servers []*http.Server, errc <-chan error) error {
 		return nil
 	}
 	a.logger.Info(fmt.Sprintf("shutting down: still serving for %v while endpoints drop this pod", delay))
-	// Tell clients to leave: HTTP/1 responses say Connection: close, an
-	// HTTP/2 connection gets a GOAWAY after its next answer. The
-	// apiserver's next admission then opens a new connection, which the
-	// Service sends to a pod that stays, rather than reusing one that
-	// Shutdown would close under it.
-	for _, s := range servers {
-		s.SetKeepAlivesEnabled(false)
-	}
 	t := time.NewTimer(delay)
 	defer t.Stop()
 	select {
@@ -210,6 +203,22 @@ func (a *App) shutdownDelay(servers []*http.Server, errc <-chan error) error {
 	case err := <-errc:
 		return err
 	}
+}
+
+// closeWhenShuttingDown answers with Connection: close once shutdown began
+// (HTTP/2: a GOAWAY after the answer), so the apiserver's next admission
+// opens a new connection, which the Service sends to a pod that stays.
+// Server.SetKeepAlivesEnabled(false) would instead close idle connections
+// at once, and a request the apiserver writes on one at that moment fails
+// with EOF: the apiserver calls webhooks over HTTP/1.1 and does not retry a
+// POST, so failurePolicy Ignore would admit that pod unmutated.
+func closeWhenShuttingDown(h http.Handler, shuttingDown *atomic.Bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if shuttingDown.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (a *App) startCertificates(ctx context.Context, wg *sync.WaitGroup) error {

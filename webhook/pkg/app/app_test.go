@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,6 +154,29 @@ func TestServeKeepsServingDuringShutdownDelay(t *testing.T) {
 		}
 	}
 
+	// admit posts a review with c and reports whether it rode a reused
+	// connection.
+	admit := func(c *http.Client) (resp *http.Response, review admissionv1.AdmissionReview, reused bool, err error) {
+		req, _ := http.NewRequest(http.MethodPost, "https://"+a.InjectAddr()+server.PathInject, bytes.NewReader(reviewBody(t)))
+		req.Header.Set("Content-Type", "application/json")
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused },
+		}))
+		if resp, err = c.Do(req); err != nil {
+			return nil, review, false, err
+		}
+		err = json.NewDecoder(resp.Body).Decode(&review)
+		resp.Body.Close()
+		return resp, review, reused, err
+	}
+	// The apiserver's connection: HTTP/1.1 (as the apiserver calls
+	// webhooks), kept alive, idle in the pool when shutdown begins.
+	apiserver := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}}}}
+	if resp, _, _, err := admit(apiserver); err != nil || resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("admission before the shutdown on a keep-alive connection: %v %v", resp, err)
+	}
+
 	cancel()
 	cancelled := time.Now()
 	// /readyz fails as soon as Serve sees the cancel, on both ports.
@@ -176,14 +200,21 @@ func TestServeKeepsServingDuringShutdownDelay(t *testing.T) {
 		t.Errorf("https /readyz during the delay: %d %q %v", code, body, err)
 	}
 
-	// An admission on a new TLS connection is still answered, and mutated.
-	resp, err := newHTTPS().Post("https://"+a.InjectAddr()+server.PathInject, "application/json", bytes.NewReader(reviewBody(t)))
-	if err != nil {
-		t.Fatalf("admission during the delay: %v", err)
+	// The idle keep-alive connection was not closed under the apiserver:
+	// its next admission rides it, is answered, and closes it after.
+	resp, review, reused, err := admit(apiserver)
+	if err != nil || resp.StatusCode != http.StatusOK || review.Response == nil || !review.Response.Allowed {
+		t.Fatalf("admission on the kept-alive connection during the delay: %v %v", resp, err)
 	}
-	var review admissionv1.AdmissionReview
-	err = json.NewDecoder(resp.Body).Decode(&review)
-	resp.Body.Close()
+	if !reused {
+		t.Error("the idle keep-alive connection was closed when shutdown began; an admission written on it at that moment fails with EOF")
+	}
+	if !resp.Close {
+		t.Error("the admission on the kept-alive connection during the delay did not close it (Connection: close)")
+	}
+
+	// An admission on a new TLS connection is still answered, and mutated.
+	resp, review, _, err = admit(newHTTPS())
 	if err != nil || resp.StatusCode != http.StatusOK || review.Response == nil || review.Response.UID != "uid-1" ||
 		!review.Response.Allowed || len(review.Response.Patch) == 0 {
 		t.Fatalf("admission during the delay: %d %+v %v", resp.StatusCode, review.Response, err)
