@@ -99,15 +99,20 @@ func startDriverWith(t testing.TB, sys mounter.Syscalls, apmSocket, dsdSocket st
 	return &runningDriver{driver: d, cfg: cfg, conn: conn, node: csi.NewNodeClient(conn), identity: csi.NewIdentityClient(conn), logs: logs}
 }
 
-// freeAddress returns a loopback host:port nothing listens on right now.
-func freeAddress(t testing.TB) string {
+// freeAddresses returns n distinct loopback host:ports nothing listens on
+// right now: each is held until all are picked, so two never coincide.
+func freeAddresses(t testing.TB, n int) []string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addrs := make([]string, n)
+	for i := range addrs {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs[i] = "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	return addrs
 }
 
 func mountCapability() *csi.VolumeCapability {

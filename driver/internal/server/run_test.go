@@ -30,7 +30,8 @@ func httpGet(t *testing.T, url string) (int, string) {
 
 func TestHealthMetricsAndKubeletRegistration(t *testing.T) {
 	agent := testenv.NewAgent(t)
-	health, metricsAddr := freeAddress(t), freeAddress(t)
+	addrs := freeAddresses(t, 2)
+	health, metricsAddr := addrs[0], addrs[1]
 	registrationDir := testenv.ShortTempDir(t)
 	d := startDriver(t, agent.APMSocket, agent.DSDSocket,
 		"--health-address="+health, "--metrics-address="+metricsAddr,
