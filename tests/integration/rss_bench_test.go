@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,7 +26,7 @@ import (
 
 	"github.com/datadog-csi/datadog-csi/pkg/datadog"
 	"github.com/datadog-csi/datadog-csi/tests/internal/controlplane"
-	"github.com/datadog-csi/datadog-csi/webhook/pkg/certs"
+	"github.com/datadog-csi/datadog-csi/webhook/pkg/certs/certstest"
 	admissionv1 "k8s.io/api/admission/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -93,23 +92,11 @@ func BenchmarkServeRSS(b *testing.B) {
 	body, uidAt := rssReviewBody(b, cp)
 
 	dir := b.TempDir()
-	ca, err := certs.NewCA("rss-bench-ca", time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	serving, err := certs.NewServing(ca, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
 	certDir := filepath.Join(dir, "certs")
 	if err := os.Mkdir(certDir, 0o700); err != nil {
 		b.Fatal(err)
 	}
-	for name, data := range map[string][]byte{certs.CertFile: serving.CertPEM, certs.KeyFile: serving.KeyPEM} {
-		if err := os.WriteFile(filepath.Join(certDir, name), data, 0o600); err != nil {
-			b.Fatal(err)
-		}
-	}
+	caPEM := certstest.WriteLoopbackPair(b, certDir)
 
 	// The flags the chart passes by default, but on loopback port 0: the
 	// process logs the addresses it bound ("serving"), so no port can be
@@ -129,7 +116,7 @@ func BenchmarkServeRSS(b *testing.B) {
 	child.waitReady(b, 30*time.Second)
 
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca.CertPEM)
+	pool.AppendCertsFromPEM(caPEM)
 	client := &http.Client{Transport: &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"},
 		MaxConnsPerHost:     rssBenchConns,

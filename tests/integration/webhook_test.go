@@ -11,8 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +20,7 @@ import (
 	"github.com/datadog-csi/datadog-csi/tests/internal/controlplane"
 	"github.com/datadog-csi/datadog-csi/webhook/pkg/app"
 	"github.com/datadog-csi/datadog-csi/webhook/pkg/certs"
+	"github.com/datadog-csi/datadog-csi/webhook/pkg/certs/certstest"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -348,20 +347,7 @@ func baseConfig(mode string) app.Config {
 // with --tls-mode=existingSecret.
 func startFileTLSWebhook(t *testing.T, cp *controlplane.ControlPlane, client kubernetes.Interface, mode string, opts ...func(*app.Config)) *runningWebhook {
 	dir := t.TempDir()
-	ca, err := certs.NewCA("test-webhook-ca", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving, err := certs.NewServing(ca, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, certs.CertFile), serving.CertPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, certs.KeyFile), serving.KeyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	caPEM := certstest.WriteLoopbackPair(t, dir)
 	cfg := baseConfig(mode)
 	cfg.TLSMode = app.TLSExistingSecret
 	cfg.TLSCertDir = dir
@@ -369,7 +355,7 @@ func startFileTLSWebhook(t *testing.T, cp *controlplane.ControlPlane, client kub
 		o(&cfg)
 	}
 	w := startWebhook(t, client, cfg)
-	w.caPEM = ca.CertPEM
+	w.caPEM = caPEM
 	return w
 }
 

@@ -5,18 +5,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/datadog-csi/datadog-csi/webhook/pkg/certs"
+	"github.com/datadog-csi/datadog-csi/webhook/pkg/certs/certstest"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -123,20 +121,8 @@ func TestInjectPrintsMutatedPodAndVerdicts(t *testing.T) {
 // logs it, fails /readyz, keeps serving, and exits 0 after the delay. A
 // second SIGTERM during the delay ends the process at once.
 func TestSIGTERMStartsShutdownDelay(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("no SIGTERM")
-	}
 	dir := t.TempDir()
-	ca, err := certs.NewCA("ca", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving, err := certs.NewServing(ca, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = os.WriteFile(filepath.Join(dir, certs.CertFile), serving.CertPEM, 0o600)
-	_ = os.WriteFile(filepath.Join(dir, certs.KeyFile), serving.KeyPEM, 0o600)
+	certstest.WriteLoopbackPair(t, dir)
 	// An apiserver that refuses connections: the caches never sync, which
 	// does not stop the webhook from serving.
 	kubeconfig := filepath.Join(dir, "kubeconfig")

@@ -12,8 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,7 +19,7 @@ import (
 	"time"
 
 	"github.com/datadog-csi/datadog-csi/pkg/datadog"
-	"github.com/datadog-csi/datadog-csi/webhook/pkg/certs"
+	"github.com/datadog-csi/datadog-csi/webhook/pkg/certs/certstest"
 	"github.com/datadog-csi/datadog-csi/webhook/pkg/server"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -34,21 +32,12 @@ import (
 func fileTLSConfig(t *testing.T) (Config, []byte) {
 	t.Helper()
 	dir := t.TempDir()
-	ca, err := certs.NewCA("ca", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving, err := certs.NewServing(ca, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = os.WriteFile(filepath.Join(dir, certs.CertFile), serving.CertPEM, 0o600)
-	_ = os.WriteFile(filepath.Join(dir, certs.KeyFile), serving.KeyPEM, 0o600)
+	caPEM := certstest.WriteLoopbackPair(t, dir)
 
 	cfg := DefaultConfig()
 	cfg.ListenAddress, cfg.ProbeAddress = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Namespace, cfg.TLSMode, cfg.TLSCertDir = "datadog", TLSCertManager, dir
-	return cfg, ca.CertPEM
+	return cfg, caPEM
 }
 
 // TestServeEndpoints runs the whole process in-process with certificates
