@@ -69,8 +69,10 @@ const (
 // GOMAXPROCS=$RSS_BENCH_GOMAXPROCS when that is set, to see a node with more
 // cores than this machine. RSS_BENCH_NAMESPACES=n creates n more namespaces
 // first, for the namespace cache of a large cluster. The client speaks
-// HTTP/1.1 (at most 16 connections) unless RSS_BENCH_HTTP2=1: then HTTP/2
-// over one connection, as a kube-apiserver calls a webhook that offers it.
+// HTTP/1.1 (at most 16 connections), as a kube-apiserver calls webhooks
+// (k8s.io/apiserver/pkg/util/webhook pins ALPN to http/1.1 so that calls
+// spread over the Service's pods), unless RSS_BENCH_HTTP2=1: then HTTP/2
+// over one connection, as other clients could.
 func BenchmarkServeRSS(b *testing.B) {
 	seconds := 10
 	if s := os.Getenv("RSS_BENCH_SECONDS"); s != "" {
@@ -122,8 +124,7 @@ func BenchmarkServeRSS(b *testing.B) {
 		MaxConnsPerHost:     rssBenchConns,
 		MaxIdleConnsPerHost: rssBenchConns,
 		IdleConnTimeout:     time.Minute,
-		// The apiserver's webhook client speaks HTTP/2 to a webhook that
-		// offers it, as this one does: one multiplexed connection.
+		// Off by default: the apiserver calls webhooks over HTTP/1.1.
 		ForceAttemptHTTP2: os.Getenv("RSS_BENCH_HTTP2") == "1",
 	}, Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
