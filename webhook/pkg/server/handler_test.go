@@ -21,6 +21,7 @@ import (
 
 	"github.com/datadog-csi/datadog-csi/pkg/datadog"
 	"github.com/datadog-csi/datadog-csi/webhook/pkg/certs"
+	"github.com/datadog-csi/datadog-csi/webhook/pkg/certs/certstest"
 	"github.com/datadog-csi/datadog-csi/webhook/pkg/mutate"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -204,14 +205,7 @@ func TestInjectRejectsNonReviews(t *testing.T) {
 // as the apiserver's webhook client is.
 func loopbackServer(tb testing.TB, h http.Handler) (url string, client *http.Client) {
 	tb.Helper()
-	ca, err := certs.NewCA("bench-ca", time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	serving, err := certs.NewServing(ca, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	serving, caPEM := certstest.LoopbackPair(tb)
 	holder := &certs.Holder{}
 	if _, err := holder.Set(serving.CertPEM, serving.KeyPEM); err != nil {
 		tb.Fatal(err)
@@ -224,7 +218,7 @@ func loopbackServer(tb testing.TB, h http.Handler) (url string, client *http.Cli
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	tb.Cleanup(func() { _ = srv.Close() })
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca.CertPEM)
+	pool.AppendCertsFromPEM(caPEM)
 	client = &http.Client{Transport: &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: pool},
 		MaxIdleConnsPerHost: 64,
